@@ -1,0 +1,24 @@
+//! The gRPC contract of the neuron activation service, generated from `proto/`.
+//!
+//! # Layout
+//!
+//! - [`pb`]: the messages of `neuron_explainer.activations.v1` (prost) with the
+//!   `ActivationService` client and server stubs (tonic).
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of `proto/`, including
+//!   `google/rpc/error_details.proto`, for server reflection.
+//!
+//! The server (`activations-server`) and the client SDK (`activations-client`) both build on this
+//! crate, so they can never disagree about the wire format.
+
+/// Generated messages and stubs of `neuron_explainer.activations.v1`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("neuron_explainer.activations.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every file in `proto/`, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/activations_descriptor.bin"));
+
+/// The fully qualified name of the service, as reflection and health checks name it.
+pub const SERVICE_NAME: &str = "neuron_explainer.activations.v1.ActivationService";
