@@ -1,1 +1,2 @@
-
+//! The neuron activation server (being assembled).
+pub mod neuron_json;

@@ -1,0 +1,843 @@
+//! The single-pass reader behind [`parse_neuron_record`](super::parse_neuron_record).
+//!
+//! A `Reader` is a cursor over the input bytes with JSON primitives (`expect_byte`,
+//! `string`, `nullable_f64`, `skip_value`, ...) and one decode method per dataclass
+//! (`neuron_record`, `neuron_id`, `activation_record`). Errors are built cheaply as a
+//! `Failure` carrying the offset; the path (`random_sample[3].tokens`) is added while the
+//! error travels up, and line and column are computed once at the end, so the happy path pays
+//! for none of it.
+
+use std::borrow::Cow;
+
+use activations_proto::pb;
+
+use super::ParseError;
+
+/// How deeply the values of unknown keys may nest. Python's own limit is its recursion limit
+/// (about 1000); the cap keeps the recursive skipper from exhausting a thread's stack.
+const MAX_SKIP_DEPTH: usize = 128;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+pub(super) fn parse(bytes: &[u8]) -> std::result::Result<pb::NeuronRecord, ParseError> {
+    // Validating the whole input at once is much cheaper than validating each string, and it
+    // is what Python does too: json.loads(bytes) decodes before it parses.
+    let text =
+        std::str::from_utf8(bytes).or_else(|error| fail(error.valid_up_to(), "invalid UTF-8"));
+    text.and_then(|text| {
+        Reader {
+            text,
+            bytes,
+            pos: 0,
+            token_buffer: Vec::new(),
+        }
+        .document()
+    })
+    .map_err(|failure| failure.into_parse_error(bytes))
+}
+
+/// One step of the path to the value an error concerns.
+#[derive(Debug)]
+enum Segment {
+    Field(&'static str),
+    Index(usize),
+}
+
+/// An error on its way up: boxed so that `Result<f32, _>` in the hot loops stays small.
+#[derive(Debug)]
+struct Failure {
+    offset: usize,
+    message: String,
+    /// Innermost segment first: segments are pushed while unwinding.
+    path: Vec<Segment>,
+}
+
+type Result<T> = std::result::Result<T, Box<Failure>>;
+
+impl Failure {
+    fn into_parse_error(self, bytes: &[u8]) -> ParseError {
+        let before = bytes.get(..self.offset).unwrap_or(bytes);
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |newline| newline + 1);
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        // Characters, not bytes: skip UTF-8 continuation bytes.
+        let column = 1 + before
+            .get(line_start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        let mut path = String::new();
+        for segment in self.path.iter().rev() {
+            match segment {
+                Segment::Field(name) if path.is_empty() => path.push_str(name),
+                Segment::Field(name) => {
+                    path.push('.');
+                    path.push_str(name);
+                }
+                Segment::Index(index) => {
+                    path.push('[');
+                    path.push_str(&index.to_string());
+                    path.push(']');
+                }
+            }
+        }
+        let message = if path.is_empty() {
+            self.message
+        } else {
+            format!("{path}: {}", self.message)
+        };
+        ParseError {
+            offset: self.offset,
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Adds a path segment to an error as it passes a field or list element.
+trait Within {
+    fn in_field(self, name: &'static str) -> Self;
+    fn at_index(self, index: usize) -> Self;
+}
+
+impl<T> Within for Result<T> {
+    fn in_field(self, name: &'static str) -> Self {
+        self.map_err(|mut failure| {
+            failure.path.push(Segment::Field(name));
+            failure
+        })
+    }
+
+    fn at_index(self, index: usize) -> Self {
+        self.map_err(|mut failure| {
+            failure.path.push(Segment::Index(index));
+            failure
+        })
+    }
+}
+
+fn fail<T>(offset: usize, message: impl Into<String>) -> Result<T> {
+    Err(Box::new(Failure {
+        offset,
+        message: message.into(),
+        path: Vec::new(),
+    }))
+}
+
+/// A `dataclass_name` value and where it was, checked once the object is complete because a
+/// later duplicate key would override it.
+type ClassName<'a> = Option<(Cow<'a, str>, usize)>;
+
+fn check_class(found: ClassName<'_>, expected: &str) -> Result<()> {
+    match found {
+        Some((name, offset)) if name != expected => fail(
+            offset,
+            format!("expected dataclass_name \"{expected}\", found {name:?}"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Exact powers of ten: every 10^k up to 10^22 is representable in f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A scanned JSON number.
+struct Number<'a> {
+    text: &'a str,
+    /// No fraction and no exponent.
+    is_integer: bool,
+    /// The value, when it is a plain decimal short enough to compute exactly on the spot.
+    short: Option<f64>,
+}
+
+struct Reader<'a> {
+    /// The input, known to be valid UTF-8.
+    text: &'a str,
+    /// The same input as bytes, which is how the reader looks at it.
+    bytes: &'a [u8],
+    /// Byte offset of the cursor.
+    pos: usize,
+    /// Tokens of the record being read, reused so each record's list is allocated once at
+    /// its final size.
+    token_buffer: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    // ---- primitives -------------------------------------------------------------------
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `literal` if the input continues with it.
+    fn eat(&mut self, literal: &[u8]) -> bool {
+        let matches = self.rest().starts_with(literal);
+        if matches {
+            self.pos += literal.len();
+        }
+        matches
+    }
+
+    /// Names what the input holds at the cursor, for "expected X, found Y" messages.
+    fn found(&self) -> String {
+        let rest = self.rest();
+        let literal = [
+            (&b"null"[..], "null"),
+            (b"true", "true"),
+            (b"false", "false"),
+            (b"NaN", "NaN"),
+            (b"Infinity", "Infinity"),
+            (b"-Infinity", "-Infinity"),
+        ]
+        .into_iter()
+        .find(|(text, _)| rest.starts_with(text));
+        if let Some((_, name)) = literal {
+            return name.to_owned();
+        }
+        match rest.first() {
+            None => "the end of the input".to_owned(),
+            Some(b'"') => "a string".to_owned(),
+            Some(b'{') => "an object".to_owned(),
+            Some(b'[') => "a list".to_owned(),
+            Some(b'-' | b'0'..=b'9') => "a number".to_owned(),
+            Some(&b) if b.is_ascii_graphic() => format!("'{}'", char::from(b)),
+            Some(_) => match self
+                .text
+                .get(self.pos..)
+                .and_then(|text| text.chars().next())
+            {
+                Some(ch) => format!("{ch:?}"),
+                None => "an unexpected byte".to_owned(),
+            },
+        }
+    }
+
+    fn expected<T>(&self, what: &str) -> Result<T> {
+        fail(self.pos, format!("expected {what}, found {}", self.found()))
+    }
+
+    /// Skips whitespace and consumes `byte`.
+    fn expect_byte(&mut self, byte: u8) -> Result<()> {
+        self.skip_ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.expected(&format!("'{}'", char::from(byte)))
+        }
+    }
+
+    /// Walks an object, calling `member(reader, key)` with the cursor on each member's value.
+    /// Keys are decoded only if `keep_keys` (a skipped object's keys cost no allocation).
+    fn object<F>(&mut self, keep_keys: bool, mut member: F) -> Result<()>
+    where
+        F: FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
+    {
+        self.skip_ws();
+        if self.peek() != Some(b'{') {
+            return self.expected("an object");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return self.expected("a field name in double quotes");
+            }
+            let key = self.string_impl(keep_keys)?;
+            self.expect_byte(b':')?;
+            self.skip_ws();
+            member(self, key)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return self.expected("',' or '}' after an object member"),
+            }
+        }
+    }
+
+    /// Walks a list, calling `element(reader, index)` with the cursor on each element.
+    fn array<F>(&mut self, mut element: F) -> Result<()>
+    where
+        F: FnMut(&mut Self, usize) -> Result<()>,
+    {
+        self.skip_ws();
+        if self.peek() != Some(b'[') {
+            return self.expected("a list");
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            self.skip_ws();
+            element(self, index)?;
+            index += 1;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return self.expected("',' or ']' after a list element"),
+            }
+        }
+    }
+
+    /// The text between two offsets; both sit next to ASCII delimiters, so they are character
+    /// boundaries and the lookup cannot fail in practice.
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str> {
+        match self.text.get(start..end) {
+            Some(text) => Ok(text),
+            None => fail(start, "internal error: not a character boundary"),
+        }
+    }
+
+    /// Reads a string with the cursor on its opening quote. Without escapes the result borrows
+    /// the input; with them it is decoded into a new string, unless `keep` is false (skipping),
+    /// in which case escapes are checked and nothing is allocated.
+    fn string_impl(&mut self, keep: bool) -> Result<Cow<'a, str>> {
+        let bytes = self.bytes;
+        let quote = self.pos;
+        let start = quote + 1;
+        // Fast path: most strings hold no escape, so look for the first byte that needs care.
+        let special = bytes
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        let mut i = special.map_or(bytes.len(), |found| start + found);
+        if bytes.get(i) == Some(&b'"') {
+            let text = self.slice(start, i)?;
+            self.pos = i + 1;
+            return Ok(Cow::Borrowed(text));
+        }
+        let mut out = String::new();
+        let mut run_start = start;
+        loop {
+            match bytes.get(i) {
+                None => return fail(quote, "unterminated string"),
+                Some(b'"') => {
+                    let run = self.slice(run_start, i)?;
+                    if keep {
+                        out.push_str(run);
+                    }
+                    self.pos = i + 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    let run = self.slice(run_start, i)?;
+                    let (decoded, next) = self.escape(i, quote)?;
+                    if keep {
+                        out.push_str(run);
+                        out.push(decoded);
+                    }
+                    i = next;
+                    run_start = next;
+                }
+                // Python's json.loads (strict=True) rejects raw control characters in strings.
+                Some(&b) if b < 0x20 => {
+                    return fail(
+                        i,
+                        format!(
+                            "raw control character 0x{b:02x} in a string (JSON needs it escaped)"
+                        ),
+                    );
+                }
+                Some(_) => i += 1,
+            }
+        }
+    }
+
+    /// Decodes the escape at `bytes[at] == b'\\'`; returns the character and the index after
+    /// the escape (after both halves of a surrogate pair).
+    fn escape(&self, at: usize, quote: usize) -> Result<(char, usize)> {
+        let simple = match self.bytes.get(at + 1) {
+            None => return fail(quote, "unterminated string"),
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => return self.unicode_escape(at),
+            Some(&b) => {
+                let shown = if b.is_ascii_graphic() {
+                    format!("\\{}", char::from(b))
+                } else {
+                    format!("backslash followed by byte 0x{b:02x}")
+                };
+                return fail(at, format!("invalid escape {shown} in a string"));
+            }
+        };
+        Ok((simple, at + 2))
+    }
+
+    /// Decodes `\uXXXX` at `at`, pairing a high surrogate with a following low-surrogate
+    /// escape as Python does. A surrogate left alone becomes U+FFFD: Python keeps it, but a
+    /// Rust string cannot hold it.
+    fn unicode_escape(&self, at: usize) -> Result<(char, usize)> {
+        let first = self.hex4(at + 2)?;
+        let after = at + 6;
+        let is_high = (0xD800..0xDC00).contains(&first);
+        if is_high && self.bytes.get(after..after + 2) == Some(b"\\u") {
+            // A malformed second escape is reported when it is read on its own.
+            if let Ok(second) = self.hex4(after + 2)
+                && (0xDC00..0xE000).contains(&second)
+            {
+                let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                let pair = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+                return Ok((pair, after + 6));
+            }
+        }
+        // Surrogates (0xD800..=0xDFFF) are exactly the values `from_u32` refuses.
+        let single = char::from_u32(first).unwrap_or(char::REPLACEMENT_CHARACTER);
+        Ok((single, after))
+    }
+
+    /// Reads the four hex digits of a `\u` escape starting at `at`.
+    fn hex4(&self, at: usize) -> Result<u32> {
+        let digits = self.bytes.get(at..at + 4).unwrap_or_default();
+        if digits.len() != 4 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return fail(
+                at.saturating_sub(2),
+                "invalid \\u escape: expected 4 hex digits",
+            );
+        }
+        Ok(digits.iter().fold(0, |value, &digit| {
+            let nibble = match digit {
+                b'0'..=b'9' => digit - b'0',
+                b'a'..=b'f' => digit - b'a' + 10,
+                _ => digit - b'A' + 10,
+            };
+            value << 4 | u32::from(nibble)
+        }))
+    }
+
+    /// Reads a string value the schema requires (tokens, `dataclass_name`).
+    fn string(&mut self) -> Result<Cow<'a, str>> {
+        if self.peek() != Some(b'"') {
+            return self.expected("a string");
+        }
+        self.string_impl(true)
+    }
+
+    /// Scans digits, folding them into `mantissa` (wrapping; only used when `count` is
+    /// small) and counting them. False if there are none.
+    fn digits(&mut self, mantissa: &mut u64, count: &mut usize) -> bool {
+        let first = self.pos;
+        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.pos) {
+            *mantissa = mantissa
+                .wrapping_mul(10)
+                .wrapping_add(u64::from(digit - b'0'));
+            self.pos += 1;
+        }
+        *count += self.pos - first;
+        self.pos > first
+    }
+
+    /// Scans a JSON number (Python's grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?`)
+    /// with the cursor on its first byte.
+    ///
+    /// Plain decimals of at most 15 digits (the only kind the public files hold) get their value in the
+    /// same pass, exactly, by Clinger's fast path: such a mantissa (< 2^53) and 10^k for
+    /// k <= 22 are both exact in f64, so their IEEE quotient is the correctly rounded value,
+    /// the one `str::parse` (and Python) gives. Everything else is left to `str::parse`.
+    fn number(&mut self) -> Result<Number<'a>> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let (mut mantissa, mut count) = (0, 0);
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits(&mut mantissa, &mut count);
+            }
+            _ => return self.expected("a digit"),
+        }
+        let mut fraction_digits = 0;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.digits(&mut mantissa, &mut fraction_digits) {
+                return self.expected("a digit after the decimal point");
+            }
+            count += fraction_digits;
+        }
+        let mut has_exponent = false;
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !self.digits(&mut 0, &mut 0) {
+                return self.expected("a digit in the exponent");
+            }
+            has_exponent = true;
+        }
+        let short = match POW10.get(fraction_digits) {
+            Some(&power) if count <= 15 && !has_exponent => {
+                // `as` is exact: the mantissa is below 10^15 < 2^53.
+                let magnitude = mantissa as f64 / power;
+                Some(if negative { -magnitude } else { magnitude })
+            }
+            _ => None,
+        };
+        Ok(Number {
+            // The scanned bytes are ASCII, so this cannot fail; no need to panic if it did.
+            text: self.slice(start, self.pos)?,
+            is_integer: fraction_digits == 0 && !has_exponent,
+            short,
+        })
+    }
+
+    /// Reads any value allowed in a number position: a number, `NaN`, `Infinity`,
+    /// `-Infinity`, or `null` (as `None`).
+    fn nullable_f64(&mut self) -> Result<Option<f64>> {
+        match self.peek() {
+            Some(b'n') if self.eat(b"null") => Ok(None),
+            Some(b'N') if self.eat(b"NaN") => Ok(Some(f64::NAN)),
+            Some(b'I') if self.eat(b"Infinity") => Ok(Some(f64::INFINITY)),
+            Some(b'-') if self.eat(b"-Infinity") => Ok(Some(f64::NEG_INFINITY)),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                let number = self.number()?;
+                if let Some(value) = number.short {
+                    return Ok(Some(value));
+                }
+                match number.text.parse::<f64>() {
+                    Ok(value) => Ok(Some(value)),
+                    Err(_) => fail(start, format!("cannot read {} as a number", number.text)),
+                }
+            }
+            _ => self.expected("a number"),
+        }
+    }
+
+    /// Reads an integer field. Python stores whatever number it finds; an integral float such
+    /// as `1.0` is accepted, anything else (fractions, NaN, null) is an error.
+    fn integer(&mut self) -> Result<i64> {
+        let start = self.pos;
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) || self.rest().starts_with(b"-I") {
+            return self.expected("an integer");
+        }
+        let Number {
+            text, is_integer, ..
+        } = self.number()?;
+        if is_integer {
+            return text
+                .parse::<i64>()
+                .or_else(|_| fail(start, format!("integer {text} is out of range")));
+        }
+        let value = text.parse::<f64>().unwrap_or(f64::NAN);
+        // [-2^63, 2^63) is i64's range; the cast is exact for integral values in it.
+        let limit = 2f64.powi(63);
+        if value.fract() == 0.0 && (-limit..limit).contains(&value) {
+            Ok(value as i64)
+        } else {
+            fail(start, format!("expected an integer, found {text}"))
+        }
+    }
+
+    /// Reads an index field: a non-negative integer that fits in `u32`.
+    fn index(&mut self) -> Result<u32> {
+        let start = self.pos;
+        let value = self.integer()?;
+        u32::try_from(value).or_else(|_| {
+            fail(
+                start,
+                format!("expected a non-negative integer below 2^32, found {value}"),
+            )
+        })
+    }
+
+    /// Reads `null` as `None`; otherwise leaves the cursor for the caller's reader.
+    fn null(&mut self) -> bool {
+        self.peek() == Some(b'n') && self.eat(b"null")
+    }
+
+    /// Skips any JSON value (including Python's non-finite literals), validating it without
+    /// allocating.
+    fn skip_value(&mut self, depth: usize) -> Result<()> {
+        match self.peek() {
+            Some(b'{' | b'[') if depth >= MAX_SKIP_DEPTH => fail(
+                self.pos,
+                format!("values nested more than {MAX_SKIP_DEPTH} levels deep"),
+            ),
+            Some(b'{') => self.object(false, |reader, _| reader.skip_value(depth + 1)),
+            Some(b'[') => self.array(|reader, _| reader.skip_value(depth + 1)),
+            Some(b'"') => self.string_impl(false).map(drop),
+            Some(b't') if self.eat(b"true") => Ok(()),
+            Some(b'f') if self.eat(b"false") => Ok(()),
+            Some(b'n') if self.eat(b"null") => Ok(()),
+            Some(b'N') if self.eat(b"NaN") => Ok(()),
+            Some(b'I') if self.eat(b"Infinity") => Ok(()),
+            Some(b'-' | b'0'..=b'9') => self.nullable_f64().map(drop),
+            _ => self.expected("a value"),
+        }
+    }
+
+    /// Reads a `dataclass_name` value, remembering where it was.
+    fn class_name(&mut self) -> Result<ClassName<'a>> {
+        let offset = self.pos;
+        let name = self.string().in_field("dataclass_name")?;
+        Ok(Some((name, offset)))
+    }
+
+    // ---- the schema -------------------------------------------------------------------
+
+    /// The whole input: one `NeuronRecord` object, surrounded by optional whitespace.
+    fn document(&mut self) -> Result<pb::NeuronRecord> {
+        // json.loads on bytes (as load_neuron calls it) accepts a UTF-8 byte order mark.
+        if self.bytes.starts_with(BOM) {
+            self.pos = BOM.len();
+        }
+        self.skip_ws();
+        if self.peek().is_none() {
+            return fail(self.pos, "empty input: expected a neuron record object");
+        }
+        let record = self.neuron_record()?;
+        self.skip_ws();
+        if self.peek().is_some() {
+            return fail(
+                self.pos,
+                format!("unexpected data after the neuron record: {}", self.found()),
+            );
+        }
+        Ok(record)
+    }
+
+    fn neuron_record(&mut self) -> Result<pb::NeuronRecord> {
+        let start = self.pos;
+        let mut class = None;
+        let mut record = pb::NeuronRecord {
+            neuron_id: None,
+            random_sample: Vec::new(),
+            random_sample_by_quantile: None,
+            quantile_boundaries: None,
+            // The dataclass defaults the moments to math.nan.
+            mean: Some(f64::NAN),
+            variance: Some(f64::NAN),
+            skewness: Some(f64::NAN),
+            kurtosis: Some(f64::NAN),
+            most_positive_activation_records: Vec::new(),
+        };
+        self.object(true, |reader, key| {
+            match &*key {
+                "dataclass_name" => class = reader.class_name()?,
+                "neuron_id" => record.neuron_id = Some(reader.neuron_id().in_field("neuron_id")?),
+                "random_sample" => {
+                    record.random_sample = reader.record_list().in_field("random_sample")?;
+                }
+                "random_sample_by_quantile" => {
+                    record.random_sample_by_quantile = reader
+                        .random_sample_by_quantile()
+                        .in_field("random_sample_by_quantile")?;
+                }
+                "quantile_boundaries" => {
+                    record.quantile_boundaries = reader
+                        .quantile_boundaries()
+                        .in_field("quantile_boundaries")?;
+                }
+                "mean" => record.mean = reader.nullable_f64().in_field("mean")?,
+                "variance" => record.variance = reader.nullable_f64().in_field("variance")?,
+                "skewness" => record.skewness = reader.nullable_f64().in_field("skewness")?,
+                "kurtosis" => record.kurtosis = reader.nullable_f64().in_field("kurtosis")?,
+                "most_positive_activation_records" => {
+                    record.most_positive_activation_records = reader
+                        .record_list()
+                        .in_field("most_positive_activation_records")?;
+                }
+                _ => reader.skip_value(0)?,
+            }
+            Ok(())
+        })?;
+        check_class(class, "NeuronRecord")?;
+        if record.neuron_id.is_none() {
+            return fail(start, "missing field neuron_id");
+        }
+        Ok(record)
+    }
+
+    fn neuron_id(&mut self) -> Result<pb::NeuronId> {
+        let start = self.pos;
+        let mut class = None;
+        let (mut layer_index, mut neuron_index) = (None, None);
+        self.object(true, |reader, key| {
+            match &*key {
+                "dataclass_name" => class = reader.class_name()?,
+                "layer_index" => layer_index = Some(reader.index().in_field("layer_index")?),
+                "neuron_index" => neuron_index = Some(reader.index().in_field("neuron_index")?),
+                _ => reader.skip_value(0)?,
+            }
+            Ok(())
+        })?;
+        check_class(class, "NeuronId")?;
+        match (layer_index, neuron_index) {
+            (Some(layer_index), Some(neuron_index)) => Ok(pb::NeuronId {
+                layer_index,
+                neuron_index,
+            }),
+            (None, _) => fail(start, "missing field layer_index"),
+            (_, None) => fail(start, "missing field neuron_index"),
+        }
+    }
+
+    fn record_list(&mut self) -> Result<Vec<pb::ActivationRecord>> {
+        let mut records = Vec::new();
+        self.array(|reader, index| {
+            records.push(reader.activation_record().at_index(index)?);
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
+    fn random_sample_by_quantile(&mut self) -> Result<Option<pb::RandomSampleByQuantile>> {
+        if self.null() {
+            return Ok(None);
+        }
+        let mut quantiles = Vec::new();
+        self.array(|reader, index| {
+            let records = reader.record_list().at_index(index)?;
+            quantiles.push(pb::ActivationRecordList { records });
+            Ok(())
+        })?;
+        Ok(Some(pb::RandomSampleByQuantile { quantiles }))
+    }
+
+    fn quantile_boundaries(&mut self) -> Result<Option<pb::QuantileBoundaries>> {
+        if self.null() {
+            return Ok(None);
+        }
+        let mut boundaries = Vec::new();
+        self.array(|reader, index| {
+            let value = reader.nullable_f64().at_index(index)?;
+            boundaries.push(pb::NullableDouble { value });
+            Ok(())
+        })?;
+        Ok(Some(pb::QuantileBoundaries { boundaries }))
+    }
+
+    fn activation_record(&mut self) -> Result<pb::ActivationRecord> {
+        let start = self.pos;
+        let mut class = None;
+        let mut tokens: Option<Vec<String>> = None;
+        let mut activations: Option<Vec<f32>> = None;
+        let mut dfa_values = Vec::new();
+        let mut dfa_target_index = None;
+        self.object(true, |reader, key| {
+            match &*key {
+                "dataclass_name" => class = reader.class_name()?,
+                "tokens" => tokens = Some(reader.tokens().in_field("tokens")?),
+                "activations" => {
+                    // Tokens usually come first and tell how many activations to expect.
+                    let expected = tokens.as_ref().map_or(0, Vec::len);
+                    activations = Some(reader.activations(expected).in_field("activations")?);
+                }
+                "dfa_values" => dfa_values = reader.dfa_values().in_field("dfa_values")?,
+                "dfa_target_index" => {
+                    dfa_target_index = if reader.null() {
+                        None
+                    } else {
+                        Some(reader.integer().in_field("dfa_target_index")?)
+                    };
+                }
+                _ => reader.skip_value(0)?,
+            }
+            Ok(())
+        })?;
+        check_class(class, "ActivationRecord")?;
+        let Some(tokens) = tokens else {
+            return fail(start, "missing field tokens");
+        };
+        let Some(activations) = activations else {
+            return fail(start, "missing field activations");
+        };
+        if tokens.len() != activations.len() {
+            return fail(
+                start,
+                format!(
+                    "{} tokens but {} activations",
+                    tokens.len(),
+                    activations.len()
+                ),
+            );
+        }
+        Ok(pb::ActivationRecord {
+            tokens,
+            activations,
+            dfa_values,
+            dfa_target_index,
+        })
+    }
+
+    fn tokens(&mut self) -> Result<Vec<String>> {
+        let mut buffer = std::mem::take(&mut self.token_buffer);
+        let read = self.array(|reader, index| {
+            buffer.push(reader.string().at_index(index)?.into_owned());
+            Ok(())
+        });
+        // One allocation of the exact size, instead of regrowing a list per record.
+        let mut tokens = Vec::with_capacity(buffer.len());
+        tokens.append(&mut buffer);
+        self.token_buffer = buffer;
+        read.map(|()| tokens)
+    }
+
+    /// Activations are read as Python floats (f64) and then narrowed, so each equals
+    /// `f32(python_value)`; `null` becomes NaN.
+    fn activations(&mut self, expected: usize) -> Result<Vec<f32>> {
+        let mut activations = Vec::with_capacity(expected);
+        self.array(|reader, index| {
+            let value = reader.nullable_f64().at_index(index)?;
+            activations.push(value.map_or(f32::NAN, |value| value as f32));
+            Ok(())
+        })?;
+        Ok(activations)
+    }
+
+    /// `dfa_values`: `null` (Python's default) or a list of integers.
+    fn dfa_values(&mut self) -> Result<Vec<i64>> {
+        let mut values = Vec::new();
+        if self.null() {
+            return Ok(values);
+        }
+        self.array(|reader, index| {
+            values.push(reader.integer().at_index(index)?);
+            Ok(())
+        })?;
+        Ok(values)
+    }
+}
