@@ -4,3 +4,6 @@ pub mod neuron;
 pub mod splits;
 pub mod layout;
 pub mod page_token;
+pub mod store;
+pub mod error;
+pub mod dataset;

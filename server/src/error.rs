@@ -1,0 +1,284 @@
+//! What can go wrong serving a request, and the one place that turns it into a gRPC status.
+//!
+//! Every failed call carries the rich error model: `google.rpc.ErrorInfo` with a stable reason
+//! and the facts as metadata, plus the detail message its code calls for. The `match` in
+//! [`From<ServiceError> for Status`] has no wildcard arm, so a new error must choose its code.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    neuron::NeuronKey,
+    splits::{NotEnoughRecords, Split},
+    store::StoreError,
+};
+
+/// The `ErrorInfo.domain` of every error this service sends.
+pub const ERROR_DOMAIN: &str = "activations.neuron-explainer";
+
+/// How long a client should wait before retrying a call that met unavailable storage.
+const STORAGE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What a storage error was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Neuron(NeuronKey),
+    Layer(u32),
+    Layers,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Neuron(key) => key.fmt(f),
+            Subject::Layer(layer) => write!(f, "layer {layer}"),
+            Subject::Layers => f.write_str("the layer listing"),
+        }
+    }
+}
+
+/// A request that could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("unknown dataset {name:?}; this server serves: {}", known.join(", "))]
+    UnknownDataset { name: String, known: Vec<String> },
+
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        field: &'static str,
+        description: String,
+    },
+
+    #[error("dataset {dataset:?}, {neuron}: {detail}")]
+    NotEnoughRecords {
+        dataset: String,
+        neuron: NeuronKey,
+        detail: NotEnoughRecords,
+    },
+
+    #[error("dataset {dataset:?}, {subject}: {source}")]
+    Store {
+        dataset: String,
+        subject: Subject,
+        // Boxed: storage errors are large and every handler returns this type.
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl ServiceError {
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        ServiceError::InvalidArgument {
+            field,
+            description: description.into(),
+        }
+    }
+
+    pub fn store(dataset: &str, subject: Subject, source: StoreError) -> Self {
+        ServiceError::Store {
+            dataset: dataset.to_string(),
+            subject,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let message = error.to_string();
+        let mut details = ErrorDetails::new();
+        let mut metadata = HashMap::new();
+        let (code, reason) = match &error {
+            ServiceError::UnknownDataset { name, known } => {
+                details.set_resource_info(
+                    "dataset",
+                    name,
+                    "",
+                    format!("known datasets: {}", known.join(", ")),
+                );
+                metadata.insert("dataset".to_string(), name.clone());
+                (Code::NotFound, "UNKNOWN_DATASET")
+            }
+            ServiceError::InvalidArgument { field, description } => {
+                details.add_bad_request_violation(*field, description);
+                (Code::InvalidArgument, "INVALID_ARGUMENT")
+            }
+            ServiceError::NotEnoughRecords {
+                dataset,
+                neuron,
+                detail,
+            } => {
+                details.add_precondition_failure_violation(
+                    "NOT_ENOUGH_RECORDS",
+                    format!("{dataset}/{}/{}", neuron.layer, neuron.neuron),
+                    detail.to_string(),
+                );
+                metadata.extend(neuron_metadata(dataset, Subject::Neuron(*neuron)));
+                metadata.extend([
+                    ("split".to_string(), split_name(detail.split)),
+                    ("source".to_string(), detail.source.field_name().to_string()),
+                    ("n_examples_per_split".to_string(), detail.n.to_string()),
+                    ("needed".to_string(), detail.needed.to_string()),
+                    ("available".to_string(), detail.available.to_string()),
+                ]);
+                (Code::FailedPrecondition, "NOT_ENOUGH_RECORDS")
+            }
+            ServiceError::Store {
+                dataset,
+                subject,
+                source,
+            } => {
+                metadata.extend(neuron_metadata(dataset, *subject));
+                match source.as_ref() {
+                    StoreError::NotFound { path } => {
+                        let (kind, reason) = match subject {
+                            Subject::Neuron(_) => ("neuron", "NEURON_NOT_FOUND"),
+                            Subject::Layer(_) | Subject::Layers => ("layer", "LAYER_NOT_FOUND"),
+                        };
+                        details.set_resource_info(
+                            kind,
+                            resource_name(dataset, *subject),
+                            dataset,
+                            format!("no file at {path}"),
+                        );
+                        metadata.insert("path".to_string(), path.clone());
+                        (Code::NotFound, reason)
+                    }
+                    StoreError::Corrupt { path, source } => {
+                        metadata.insert("path".to_string(), path.clone());
+                        metadata.insert("offset".to_string(), source.offset.to_string());
+                        (Code::DataLoss, "CORRUPT_NEURON_FILE")
+                    }
+                    StoreError::Unavailable { path, .. } => {
+                        metadata.insert("path".to_string(), path.clone());
+                        details.set_retry_info(Some(STORAGE_RETRY_DELAY));
+                        (Code::Unavailable, "STORAGE_UNAVAILABLE")
+                    }
+                    StoreError::Internal { path, .. } => {
+                        metadata.insert("path".to_string(), path.clone());
+                        (Code::Internal, "INTERNAL")
+                    }
+                }
+            }
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, message, details)
+    }
+}
+
+fn split_name(split: Split) -> String {
+    split.name().to_string()
+}
+
+fn resource_name(dataset: &str, subject: Subject) -> String {
+    match subject {
+        Subject::Neuron(key) => format!("{dataset}/{}/{}", key.layer, key.neuron),
+        Subject::Layer(layer) => format!("{dataset}/{layer}"),
+        Subject::Layers => dataset.to_string(),
+    }
+}
+
+fn neuron_metadata(dataset: &str, subject: Subject) -> Vec<(String, String)> {
+    let mut metadata = vec![("dataset".to_string(), dataset.to_string())];
+    match subject {
+        Subject::Neuron(key) => {
+            metadata.push(("layer_index".to_string(), key.layer.to_string()));
+            metadata.push(("neuron_index".to_string(), key.neuron.to_string()));
+        }
+        Subject::Layer(layer) => metadata.push(("layer_index".to_string(), layer.to_string())),
+        Subject::Layers => {}
+    }
+    metadata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::splits::Source;
+
+    #[test]
+    fn too_few_records_is_failed_precondition_naming_neuron_split_and_counts() {
+        let error = ServiceError::NotEnoughRecords {
+            dataset: "xl".into(),
+            neuron: NeuronKey::new(4, 9),
+            detail: NotEnoughRecords {
+                split: Split::Valid,
+                source: Source::Random,
+                n: 20,
+                needed: 60,
+                available: 50,
+            },
+        };
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        for fact in ["\"xl\"", "layer 4 neuron 9", "valid", "=20", "60", "50"] {
+            assert!(
+                status.message().contains(fact),
+                "{fact} missing: {}",
+                status.message()
+            );
+        }
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "NOT_ENOUGH_RECORDS");
+        assert_eq!(info.metadata["available"], "50");
+        let violation = &details
+            .precondition_failure()
+            .expect("PreconditionFailure")
+            .violations[0];
+        assert_eq!(violation.subject, "xl/4/9");
+    }
+
+    #[test]
+    fn missing_neuron_is_not_found_with_resource_info() {
+        let error = ServiceError::store(
+            "xl",
+            Subject::Neuron(NeuronKey::new(1, 2)),
+            StoreError::NotFound {
+                path: "1/2.json".into(),
+            },
+        );
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(
+            status.message().contains("1/2.json"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        assert_eq!(details.resource_info().unwrap().resource_name, "xl/1/2");
+        assert_eq!(details.error_info().unwrap().reason, "NEURON_NOT_FOUND");
+    }
+
+    #[test]
+    fn unavailable_storage_tells_the_client_when_to_retry() {
+        let error = ServiceError::store(
+            "xl",
+            Subject::Layers,
+            StoreError::Unavailable {
+                path: "".into(),
+                source: object_store::Error::NotImplemented {
+                    operation: "list".into(),
+                    implementer: "test".into(),
+                },
+            },
+        );
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert!(details.retry_info().unwrap().retry_delay.is_some());
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status = Status::from(ServiceError::invalid("split", "must be set"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "split"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! [`NeuronStore`] over an `object_store` backend.
+
+use std::sync::Arc;
+
+use activations_proto::pb;
+use async_trait::async_trait;
+use object_store::{ListResult, ObjectStore, ObjectStoreExt, path::Path};
+
+use super::{NeuronStore, StoreError};
+use crate::{
+    layout::{self, Layout},
+    neuron::NeuronKey,
+    neuron_json,
+};
+
+/// Neuron files below `root` in an object store, arranged in `layout`.
+#[derive(Debug, Clone)]
+pub struct ObjectNeuronStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    layout: Layout,
+}
+
+impl ObjectNeuronStore {
+    pub fn new(store: Arc<dyn ObjectStore>, root: Path, layout: Layout) -> Self {
+        ObjectNeuronStore {
+            store,
+            root,
+            layout,
+        }
+    }
+
+    /// Detects the layout by listing the root: `None` if the root has neither numeric layer
+    /// directories nor a `neurons` directory.
+    pub async fn detect_layout(
+        store: &dyn ObjectStore,
+        root: &Path,
+    ) -> Result<Option<Layout>, StoreError> {
+        let listing = list_dir(store, root).await?;
+        Ok(Layout::detect(
+            listing.common_prefixes.iter().filter_map(|p| p.filename()),
+        ))
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+}
+
+async fn list_dir(store: &dyn ObjectStore, dir: &Path) -> Result<ListResult, StoreError> {
+    // An empty path lists the store's top level.
+    let prefix = (!dir.as_ref().is_empty()).then_some(dir);
+    store
+        .list_with_delimiter(prefix)
+        .await
+        .map_err(|e| StoreError::from_object_store(dir, e))
+}
+
+#[async_trait]
+impl NeuronStore for ObjectNeuronStore {
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError> {
+        let path = self.layout.neuron_path(&self.root, key);
+        let read = async { self.store.get(&path).await?.bytes().await };
+        let bytes = read
+            .await
+            .map_err(|e| StoreError::from_object_store(&path, e))?;
+        // Parsing a 230 KB file takes milliseconds: keep it off the async workers.
+        match tokio::task::spawn_blocking(move || neuron_json::parse_neuron_record(&bytes)).await {
+            Ok(Ok(record)) => Ok(Arc::new(record)),
+            Ok(Err(source)) => Err(StoreError::Corrupt {
+                path: path.to_string(),
+                source,
+            }),
+            Err(join) => Err(StoreError::Internal {
+                path: path.to_string(),
+                detail: format!("parsing the neuron file failed: {join}"),
+            }),
+        }
+    }
+
+    async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
+        let path = self.layout.neuron_path(&self.root, key);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(StoreError::from_object_store(&path, e)),
+        }
+    }
+
+    async fn layers(&self) -> Result<Vec<u32>, StoreError> {
+        let listing = list_dir(self.store.as_ref(), &self.layout.layers_dir(&self.root)).await?;
+        let mut layers: Vec<u32> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(layout::layer_index))
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        Ok(layers)
+    }
+
+    async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
+        let dir = self.layout.layer_dir(&self.root, layer);
+        let listing = list_dir(self.store.as_ref(), &dir).await?;
+        if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
+            return Err(StoreError::NotFound {
+                path: dir.to_string(),
+            });
+        }
+        let mut neurons: Vec<u32> = listing
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().and_then(layout::neuron_index))
+            .collect();
+        neurons.sort_unstable();
+        neurons.dedup();
+        Ok(neurons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::{PutPayload, memory::InMemory};
+
+    use super::*;
+
+    const FIXTURE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/gpt2-xl-sample/collated-activations/1/1.json"
+    ));
+
+    async fn store_with(files: &[&str]) -> Arc<InMemory> {
+        let store = Arc::new(InMemory::new());
+        for file in files {
+            store
+                .put(&Path::from(*file), PutPayload::from_static(FIXTURE))
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn lists_numeric_layers_and_neurons_in_numeric_order() {
+        let store = store_with(&[
+            "root/10/2.json",
+            "root/9/10.json",
+            "root/9/9.json",
+            "root/9/notes.txt",
+            "root/tmp/1.json",
+        ])
+        .await;
+        let neurons = ObjectNeuronStore::new(store, Path::from("root"), Layout::Flat);
+        assert_eq!(neurons.layers().await.unwrap(), vec![9, 10]);
+        assert_eq!(neurons.neurons(9).await.unwrap(), vec![9, 10]);
+        assert!(matches!(
+            neurons.neurons(11).await,
+            Err(StoreError::NotFound { path }) if path == "root/11"
+        ));
+    }
+
+    #[tokio::test]
+    async fn reads_and_checks_neurons_in_the_neurons_layout() {
+        let store = store_with(&["neurons/1/1.json"]).await;
+        let detected = ObjectNeuronStore::detect_layout(store.as_ref(), &Path::default())
+            .await
+            .unwrap();
+        assert_eq!(detected, Some(Layout::Neurons));
+        let neurons = ObjectNeuronStore::new(store, Path::default(), Layout::Neurons);
+        let record = neurons.neuron(NeuronKey::new(1, 1)).await.unwrap();
+        assert_eq!(record.most_positive_activation_records.len(), 50);
+        assert!(neurons.neuron_exists(NeuronKey::new(1, 1)).await.unwrap());
+        assert!(!neurons.neuron_exists(NeuronKey::new(1, 2)).await.unwrap());
+        assert!(matches!(
+            neurons.neuron(NeuronKey::new(1, 2)).await,
+            Err(StoreError::NotFound { path }) if path == "neurons/1/2.json"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_neuron_record_is_corrupt_with_its_position() {
+        let store = Arc::new(InMemory::new());
+        store
+            .put(
+                &Path::from("0/0.json"),
+                PutPayload::from_static(&FIXTURE[..1000]),
+            )
+            .await
+            .unwrap();
+        let neurons = ObjectNeuronStore::new(store, Path::default(), Layout::Flat);
+        let err = neurons.neuron(NeuronKey::new(0, 0)).await.unwrap_err();
+        let StoreError::Corrupt { path, source } = &err else {
+            panic!("expected Corrupt, got {err:?}");
+        };
+        assert_eq!(path, "0/0.json");
+        assert!(
+            source.offset <= 1000,
+            "the position is inside the file: {source}"
+        );
+    }
+}
