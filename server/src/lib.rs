@@ -1,9 +1,34 @@
-//! The neuron activation server (being assembled).
-pub mod neuron_json;
-pub mod neuron;
-pub mod splits;
-pub mod layout;
-pub mod page_token;
-pub mod store;
-pub mod error;
+//! The neuron activation server: reads neuron-explainer `NeuronRecord` files from storage and
+//! serves them over gRPC, cut into splits exactly as the Python `neuron_explainer` module cuts
+//! them.
+//!
+//! # Layout
+//!
+//! Pure logic, no I/O, tested in place:
+//! - [`neuron_json`]: decodes (and writes) the public JSON files, `NaN` literals and all.
+//! - [`splits`]: `SplitPlan`, which records of a neuron make up each split.
+//! - [`neuron`]: `NeuronKey`, `max_activation` and the summary of a record.
+//! - [`layout`]: where a dataset keeps each neuron's file (flat or `neurons/`).
+//! - [`page_token`]: the opaque `ListNeurons` page tokens.
+//!
+//! I/O and serving:
+//! - [`store`]: the `NeuronStore` trait and its `object_store`-backed implementation.
+//! - [`dataset`]: named datasets opened from `NAME=URI` settings.
+//! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
+//! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
+//! - [`config`]: the command line and environment of `activations-server`.
+
+pub mod config;
 pub mod dataset;
+pub mod error;
+pub mod layout;
+pub mod neuron;
+pub mod neuron_json;
+pub mod page_token;
+pub mod server;
+pub mod service;
+pub mod splits;
+pub mod store;
+
+pub use dataset::{Dataset, DatasetSpec, Datasets};
+pub use server::run;

@@ -1,0 +1,71 @@
+//! Serving: the activation service plus health, reflection and compression on one listener.
+
+use std::future::Future;
+
+use activations_proto::pb::activation_service_server::ActivationServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+
+use crate::{dataset::Datasets, service::ActivationsService};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("building the reflection service failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `datasets` on `listener` until `shutdown` completes, then lets in-flight calls finish.
+///
+/// Besides `ActivationService` it serves `grpc.health.v1.Health` (SERVING for the whole server
+/// and for the service by name) and server reflection v1 and v1alpha, so every grpcurl version
+/// can list, describe and call without `.proto` files. Responses are gzip- or zstd-compressed
+/// when the client accepts it, and compressed requests are accepted.
+///
+/// `main` and the tests share this entry point; they differ only in the listener and the
+/// shutdown signal they pass.
+pub async fn run(
+    listener: TcpListener,
+    datasets: Datasets,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ActivationServiceServer<ActivationsService>>()
+        .await;
+
+    // Both reflection versions describe every service, each other included, so a client that
+    // speaks either sees the whole server.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(activations_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let activations = ActivationServiceServer::new(ActivationsService::new(datasets))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        // A neuron record is ~200 KB as protobuf; leave room for unusually large ones.
+        .max_encoding_message_size(64 * 1024 * 1024);
+
+    tonic::transport::Server::builder()
+        .add_service(activations)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! `ActivationService`: the gRPC handlers. Each validates its request, asks the dataset's
+//! [`NeuronStore`](crate::store::NeuronStore), and converts the answer; errors become statuses
+//! in one place ([`crate::error`]).
+
+use std::{pin::Pin, sync::Arc};
+
+use activations_proto::pb::{self, activation_service_server::ActivationService};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    dataset::{Dataset, Datasets},
+    error::{ServiceError, Subject},
+    neuron::{self, NeuronKey},
+    page_token::{self, PageToken},
+    splits::{Source, Split, SplitPlan},
+};
+
+/// The service over a set of datasets.
+#[derive(Debug, Clone)]
+pub struct ActivationsService {
+    datasets: Datasets,
+}
+
+impl ActivationsService {
+    pub fn new(datasets: Datasets) -> Self {
+        ActivationsService { datasets }
+    }
+
+    async fn load(
+        &self,
+        dataset: &str,
+        neuron_id: Option<pb::NeuronId>,
+    ) -> Result<(Arc<Dataset>, NeuronKey, Arc<pb::NeuronRecord>), ServiceError> {
+        let dataset = self.datasets.get(dataset)?.clone();
+        let key = neuron_key(neuron_id)?;
+        let record = dataset
+            .store
+            .neuron(key)
+            .await
+            .map_err(|e| ServiceError::store(&dataset.name, Subject::Neuron(key), e))?;
+        Ok((dataset, key, record))
+    }
+}
+
+fn neuron_key(neuron_id: Option<pb::NeuronId>) -> Result<NeuronKey, ServiceError> {
+    neuron_id
+        .as_ref()
+        .map(NeuronKey::from)
+        .ok_or_else(|| ServiceError::invalid("neuron_id", "is required"))
+}
+
+fn split(value: i32) -> Result<Split, ServiceError> {
+    match pb::Split::try_from(value) {
+        Ok(pb::Split::Train) => Ok(Split::Train),
+        Ok(pb::Split::Calibration) => Ok(Split::Calibration),
+        Ok(pb::Split::Valid) => Ok(Split::Valid),
+        Ok(pb::Split::Test) => Ok(Split::Test),
+        Ok(pb::Split::Unspecified) => Err(ServiceError::invalid(
+            "split",
+            "is required: one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST",
+        )),
+        Err(_) => Err(ServiceError::invalid(
+            "split",
+            format!("{value} is not a Split value (1 to 4)"),
+        )),
+    }
+}
+
+impl From<Source> for pb::RecordSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::TopActivating => pb::RecordSource::TopActivating,
+            Source::Random => pb::RecordSource::Random,
+        }
+    }
+}
+
+/// The records of one split: a lazy stream over the shared neuron record, so nothing is copied
+/// before the client asks for it and a client that goes away stops the work.
+type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::SplitActivationRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ActivationService for ActivationsService {
+    async fn get_neuron_record(
+        &self,
+        request: Request<pb::GetNeuronRecordRequest>,
+    ) -> Result<Response<pb::NeuronRecord>, Status> {
+        let request = request.into_inner();
+        let (_, _, record) = self.load(&request.dataset, request.neuron_id).await?;
+        Ok(Response::new(Arc::unwrap_or_clone(record)))
+    }
+
+    type StreamActivationRecordsStream = RecordStream;
+
+    async fn stream_activation_records(
+        &self,
+        request: Request<pb::StreamActivationRecordsRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        let request = request.into_inner();
+        let split = split(request.split)?;
+        let n = request.slice_params.and_then(|p| p.n_examples_per_split);
+        let (dataset, key, record) = self.load(&request.dataset, request.neuron_id).await?;
+        let plan = SplitPlan::new(
+            split,
+            n,
+            record.most_positive_activation_records.len(),
+            record.random_sample.len(),
+        )
+        .map_err(|detail| ServiceError::NotEnoughRecords {
+            dataset: dataset.name.clone(),
+            neuron: key,
+            detail,
+        })?;
+        tracing::debug!(dataset = %dataset.name, neuron = %key, %split, records = plan.len(), "streaming split");
+        let records = plan.entries().map(move |(source, index)| {
+            let list = match source {
+                Source::TopActivating => &record.most_positive_activation_records,
+                Source::Random => &record.random_sample,
+            };
+            Ok(pb::SplitActivationRecord {
+                record: Some(list[index].clone()),
+                source: pb::RecordSource::from(source).into(),
+                source_index: index as u32,
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(records))))
+    }
+
+    async fn get_neuron_summary(
+        &self,
+        request: Request<pb::GetNeuronSummaryRequest>,
+    ) -> Result<Response<pb::NeuronSummary>, Status> {
+        let request = request.into_inner();
+        let (_, _, record) = self.load(&request.dataset, request.neuron_id).await?;
+        Ok(Response::new(neuron::summary(&record)))
+    }
+
+    async fn neuron_exists(
+        &self,
+        request: Request<pb::NeuronExistsRequest>,
+    ) -> Result<Response<pb::NeuronExistsResponse>, Status> {
+        let request = request.into_inner();
+        let dataset = self.datasets.get(&request.dataset)?;
+        let key = neuron_key(request.neuron_id)?;
+        let exists = dataset
+            .store
+            .neuron_exists(key)
+            .await
+            .map_err(|e| ServiceError::store(&dataset.name, Subject::Neuron(key), e))?;
+        Ok(Response::new(pb::NeuronExistsResponse { exists }))
+    }
+
+    async fn list_layers(
+        &self,
+        request: Request<pb::ListLayersRequest>,
+    ) -> Result<Response<pb::ListLayersResponse>, Status> {
+        let dataset = self.datasets.get(&request.get_ref().dataset)?;
+        let layer_indices = dataset
+            .store
+            .layers()
+            .await
+            .map_err(|e| ServiceError::store(&dataset.name, Subject::Layers, e))?;
+        Ok(Response::new(pb::ListLayersResponse { layer_indices }))
+    }
+
+    async fn list_neurons(
+        &self,
+        request: Request<pb::ListNeuronsRequest>,
+    ) -> Result<Response<pb::ListNeuronsResponse>, Status> {
+        let request = request.into_inner();
+        let dataset = self.datasets.get(&request.dataset)?;
+        let layer = request.layer_index;
+        let page_size = page_token::page_size(request.page_size)
+            .map_err(|e| ServiceError::invalid("page_size", e))?;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(
+                PageToken::decode(token, &dataset.name, layer)
+                    .map_err(|e| ServiceError::invalid("page_token", e))?
+                    .after,
+            ),
+        };
+        let neurons = dataset
+            .store
+            .neurons(layer)
+            .await
+            .map_err(|e| ServiceError::store(&dataset.name, Subject::Layer(layer), e))?;
+        let start = after.map_or(0, |after| neurons.partition_point(|&n| n <= after));
+        let page = &neurons[start..(start + page_size).min(neurons.len())];
+        let next_page_token = match page.last() {
+            Some(&last) if start + page.len() < neurons.len() => PageToken {
+                dataset: dataset.name.clone(),
+                layer,
+                after: last,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListNeuronsResponse {
+            neuron_indices: page.to_vec(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_datasets(
+        &self,
+        _request: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let default = self.datasets.default().name.clone();
+        let datasets = self
+            .datasets
+            .iter()
+            .map(|d| pb::DatasetInfo {
+                name: d.name.clone(),
+                uri: d.uri.clone(),
+                layout: pb::Layout::from(d.layout).into(),
+                is_default: d.name == default,
+            })
+            .collect();
+        Ok(Response::new(pb::ListDatasetsResponse { datasets }))
+    }
+}
