@@ -1,1 +1,48 @@
+//! Rust SDK and command-line client of the neuron activation service, which serves the
+//! activation records of OpenAI's neuron-explainer datasets cut into train/calibration/valid/test
+//! splits exactly as the Python module `neuron_explainer.activations.activations` cuts them.
+//!
+//! # Layout
+//!
+//! - [`client`]: [`ActivationsClient`], one method per RPC plus the Python names
+//!   (`train_activation_records`, `sorted_layers`, `load_neuron`, ...).
+//! - [`error`]: [`Error`], by category, and [`StatusError`], a gRPC status with its decoded rich
+//!   error details.
+//! - [`cli`]: the `activations` command (arguments, output, exit codes); `src/bin/activations.rs`
+//!   only calls it.
+//! - [`pb`]: the generated messages of the contract, re-exported from `activations-proto`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use activations_client::{ActivationsClient, neuron_id};
+//!
+//! # async fn example() -> activations_client::Result<()> {
+//! let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+//! let id = neuron_id(1, 1);
+//! // Python: load_neuron(1, 1).valid_activation_records(ActivationRecordSliceParams(None))
+//! let valid = client.valid_activation_records(id, None).await?;
+//! println!("{} valid records", valid.len());
+//! # Ok(())
+//! # }
+//! ```
 
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod error;
+
+pub use activations_proto::pb;
+pub use client::{
+    ActivationsClient, MAX_DECODING_MESSAGE_SIZE, NeuronIndexStream, SplitRecordStream, neuron_id,
+};
+pub use error::{Error, Result, StatusError};
+pub use pb::{NeuronId, Split};
+/// gRPC status codes, as [`Error::code`] returns them.
+pub use tonic::Code;
+
+/// Compiles the README's examples as doc tests, so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,1 +1,19 @@
-fn main() {}
+//! `activations`: the command-line client. Everything but process setup lives in
+//! [`activations_client::cli`].
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use activations_client::cli::{self, Cli, RunError};
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = BufWriter::new(io::stdout().lock());
+    let result = match cli::run(cli, &mut out).await {
+        Ok(()) => out.flush().map_err(RunError::Output),
+        Err(error) => Err(error),
+    };
+    cli::report(result, &mut io::stderr())
+}

@@ -1,0 +1,405 @@
+//! The `activations` command line: arguments ([`Cli`]), what each command does ([`run`]) and
+//! how failures end the process ([`report`]).
+//!
+//! Output goes through `&mut impl Write`, so tests capture it in a `Vec<u8>`. Every command
+//! fetches all it needs before writing, so a failed call never leaves partial output.
+
+mod json;
+mod text;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::TryStreamExt;
+
+use crate::client::{ActivationsClient, neuron_id};
+use crate::error::Error;
+use crate::pb::Split;
+
+/// The server [`Cli::server`] names when neither `--server` nor `ACTIVATIONS_SERVER` is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// Reads neuron activation records from an activations server.
+#[derive(Debug, Parser)]
+#[command(name = "activations", version)]
+pub struct Cli {
+    /// Server address; `http://` is assumed when no scheme is given.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    /// Dataset to read [default: the server's default dataset].
+    #[arg(long, global = true, env = "ACTIVATIONS_DATASET", value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `activations`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the datasets the server serves: name, URI, layout, and `(default)` on the default.
+    Datasets,
+    /// List the dataset's layer indices, one per line.
+    Layers,
+    /// List every neuron index of a layer, one per line.
+    Neurons {
+        /// Layer index.
+        layer: u32,
+        /// Indices per request; 0 uses the server's default.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        page_size: u32,
+    },
+    /// Print `true` if the neuron exists, else `false` (exit code 0 either way).
+    Exists {
+        /// Layer index.
+        layer: u32,
+        /// Neuron index within the layer.
+        neuron: u32,
+    },
+    /// Print a neuron's whole record, or with --split the records of one split.
+    Get {
+        /// Layer index.
+        layer: u32,
+        /// Neuron index within the layer.
+        neuron: u32,
+        /// Print only this split's records, in the Python order.
+        #[arg(long, value_enum)]
+        split: Option<SplitName>,
+        /// Records per split taken from each source (n_examples_per_split) [default: as many as
+        /// the sources allow].
+        #[arg(short = 'n', requires = "split", value_name = "K")]
+        n: Option<u32>,
+        /// Print JSON: one object per record (JSONL) with --split, else one object laid out like
+        /// the Python neuron file. Non-finite numbers are written as the strings "NaN",
+        /// "Infinity" and "-Infinity".
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a neuron's moments, quantile boundaries, max activation and counts.
+    Summary {
+        /// Layer index.
+        layer: u32,
+        /// Neuron index within the layer.
+        neuron: u32,
+    },
+}
+
+/// A split, as the command line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitName {
+    /// Top-activating records only.
+    Train,
+    /// Top-activating then random records.
+    Calibration,
+    /// Top-activating then random records.
+    Valid,
+    /// Top-activating then random records.
+    Test,
+}
+
+impl From<SplitName> for Split {
+    fn from(split: SplitName) -> Self {
+        match split {
+            SplitName::Train => Split::Train,
+            SplitName::Calibration => Split::Calibration,
+            SplitName::Valid => Split::Valid,
+            SplitName::Test => Split::Test,
+        }
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Connecting or a call failed.
+    #[error(transparent)]
+    Client(#[from] Error),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Connects to `cli.server` and runs `cli.command`, writing its output to `out`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::cli::{self, Cli};
+/// use clap::Parser;
+///
+/// # async fn example() -> Result<(), cli::RunError> {
+/// let cli = Cli::parse_from(["activations", "--server", "127.0.0.1:50051", "layers"]);
+/// let mut out = Vec::new();
+/// cli::run(cli, &mut out).await?;
+/// println!("{}", String::from_utf8_lossy(&out));
+/// # Ok(())
+/// # }
+/// ```
+pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), RunError> {
+    let client = ActivationsClient::connect(cli.server)
+        .await?
+        .with_dataset(cli.dataset.unwrap_or_default());
+    execute(&client, cli.command, out).await
+}
+
+/// Runs `command` with an existing client, writing its output to `out`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::ActivationsClient;
+/// use activations_client::cli::{self, Command};
+///
+/// # async fn example() -> Result<(), cli::RunError> {
+/// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+/// let mut out = Vec::new();
+/// cli::execute(&client, Command::Exists { layer: 1, neuron: 1 }, &mut out).await?;
+/// assert!(out == b"true\n" || out == b"false\n");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn execute(
+    client: &ActivationsClient,
+    command: Command,
+    out: &mut impl Write,
+) -> Result<(), RunError> {
+    match command {
+        Command::Datasets => text::write_datasets(out, &client.datasets().await?)?,
+        Command::Layers => text::write_indices(out, &client.sorted_layers().await?)?,
+        Command::Neurons { layer, page_size } => {
+            let neurons: Vec<u32> = client
+                .neuron_indices_paged(layer, page_size)
+                .try_collect()
+                .await?;
+            text::write_indices(out, &neurons)?;
+        }
+        Command::Exists { layer, neuron } => {
+            let exists = client.neuron_exists(neuron_id(layer, neuron)).await?;
+            writeln!(out, "{exists}")?;
+        }
+        Command::Get {
+            layer,
+            neuron,
+            split: Some(split),
+            n,
+            json,
+        } => {
+            let records: Vec<_> = client
+                .stream_activation_records(neuron_id(layer, neuron), split.into(), n)
+                .await?
+                .try_collect()
+                .await?;
+            if json {
+                json::write_split_records(out, &records)?;
+            } else {
+                text::write_split_records(out, &records)?;
+            }
+        }
+        Command::Get {
+            layer,
+            neuron,
+            split: None,
+            n: _,
+            json,
+        } => {
+            let record = client.load_neuron(layer, neuron).await?;
+            if json {
+                json::write_neuron_record(out, &record)?;
+            } else {
+                text::write_neuron_record(out, &record)?;
+            }
+        }
+        Command::Summary { layer, neuron } => {
+            let summary = client.neuron_summary(neuron_id(layer, neuron)).await?;
+            text::write_summary(out, &summary)?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns the outcome of [`run`] into the process exit code, printing `error: ...` to `stderr`
+/// on failure: 0 on success, 1 on failure. A closed stdout (`activations neurons 0 | head`)
+/// ends quietly with 0. (Usage errors exit with 2 before `run`, through clap.)
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::cli::{self, Cli};
+/// use clap::Parser;
+/// use std::process::ExitCode;
+///
+/// # async fn example() -> ExitCode {
+/// let mut out = std::io::stdout().lock();
+/// let result = cli::run(Cli::parse(), &mut out).await;
+/// cli::report(result, &mut std::io::stderr())
+/// # }
+/// ```
+pub fn report(result: Result<(), RunError>, stderr: &mut impl Write) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            // Nothing sensible is left to do if stderr is gone too.
+            let _ = writeln!(stderr, "error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("activations").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn get_with_split_n_and_json() {
+        let cli = parse(&["get", "1", "2", "--split", "valid", "-n", "5", "--json"]).unwrap();
+        match cli.command {
+            Command::Get {
+                layer: 1,
+                neuron: 2,
+                split: Some(SplitName::Valid),
+                n: Some(5),
+                json: true,
+            } => {}
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_without_split_reads_the_whole_record() {
+        let cli = parse(&["get", "3", "4"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Get {
+                layer: 3,
+                neuron: 4,
+                split: None,
+                n: None,
+                json: false
+            }
+        ));
+    }
+
+    #[test]
+    fn n_without_split_is_a_usage_error() {
+        let error = parse(&["get", "1", "2", "-n", "5"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn unknown_split_is_a_usage_error() {
+        let error = parse(&["get", "1", "2", "--split", "holdout"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn negative_layer_is_a_usage_error() {
+        let error = parse(&["exists", "-1", "2"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn global_options_are_accepted_after_the_subcommand() {
+        let cli = parse(&[
+            "neurons",
+            "7",
+            "--page-size",
+            "100",
+            "--server",
+            "h:1",
+            "--dataset",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, "h:1");
+        assert_eq!(cli.dataset.as_deref(), Some("x"));
+        assert!(matches!(
+            cli.command,
+            Command::Neurons {
+                layer: 7,
+                page_size: 100
+            }
+        ));
+    }
+
+    #[test]
+    fn server_defaults_to_localhost() {
+        // The environment wins over the default; only check the default when it is not set.
+        if std::env::var_os("ACTIVATIONS_SERVER").is_none() {
+            assert_eq!(parse(&["layers"]).unwrap().server, DEFAULT_SERVER);
+        }
+        if std::env::var_os("ACTIVATIONS_DATASET").is_none() {
+            assert_eq!(parse(&["layers"]).unwrap().dataset, None);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_parses() {
+        for args in [
+            &["datasets"][..],
+            &["layers"],
+            &["neurons", "0"],
+            &["exists", "0", "0"],
+            &["summary", "0", "0"],
+            &["get", "0", "0", "--split", "train"],
+            &["get", "0", "0", "--split", "calibration"],
+            &["get", "0", "0", "--split", "test"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn split_names_map_to_proto_splits() {
+        assert_eq!(Split::from(SplitName::Train), Split::Train);
+        assert_eq!(Split::from(SplitName::Calibration), Split::Calibration);
+        assert_eq!(Split::from(SplitName::Valid), Split::Valid);
+        assert_eq!(Split::from(SplitName::Test), Split::Test);
+    }
+
+    #[test]
+    fn report_prints_the_error_and_fails() {
+        let error = RunError::from(Error::from(tonic::Status::not_found("no neuron 1:2")));
+        let mut stderr = Vec::new();
+        let code = report(Err(error), &mut stderr);
+        assert_eq!(code, ExitCode::FAILURE);
+        assert_eq!(
+            String::from_utf8(stderr).unwrap(),
+            "error: NOT_FOUND: no neuron 1:2\n"
+        );
+    }
+
+    #[test]
+    fn report_treats_a_closed_stdout_as_success() {
+        let error = RunError::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        let mut stderr = Vec::new();
+        assert_eq!(report(Err(error), &mut stderr), ExitCode::SUCCESS);
+        assert!(stderr.is_empty());
+        assert_eq!(report(Ok(()), &mut stderr), ExitCode::SUCCESS);
+    }
+}

@@ -1,0 +1,695 @@
+//! [`ActivationsClient`]: one method per RPC of `ActivationService`, plus the names of the
+//! Python module `neuron_explainer.activations.activations`.
+
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::pb::{self, NeuronId, Split, activation_service_client::ActivationServiceClient};
+
+/// The largest response the client decodes. A neuron record of the public GPT-2 XL data is
+/// about 230 KB of JSON; this leaves room for much larger records without being unbounded.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// How long [`ActivationsClient::connect`] waits for the TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stream of the records of one split, in the Python order. See
+/// [`ActivationsClient::stream_activation_records`].
+pub type SplitRecordStream = BoxStream<'static, Result<pb::SplitActivationRecord>>;
+
+/// A stream of neuron indices, fetched page by page. See
+/// [`ActivationsClient::sorted_neuron_indices`].
+pub type NeuronIndexStream = BoxStream<'static, Result<u32>>;
+
+/// Builds a [`NeuronId`] from a layer index and a neuron index.
+///
+/// # Examples
+///
+/// ```
+/// let id = activations_client::neuron_id(1, 2);
+/// assert_eq!((id.layer_index, id.neuron_index), (1, 2));
+/// ```
+pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
+    NeuronId {
+        layer_index,
+        neuron_index,
+    }
+}
+
+/// A client of the neuron activation service.
+///
+/// Cloning is cheap: clones share one HTTP/2 connection, so hand a clone to each task rather
+/// than wrapping the client in a lock. Every request names the dataset set with
+/// [`with_dataset`](Self::with_dataset) (by default the server's default dataset).
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::{ActivationsClient, neuron_id};
+///
+/// # async fn example() -> activations_client::Result<()> {
+/// let client = ActivationsClient::connect("http://127.0.0.1:50051").await?;
+/// let train = client.train_activation_records(neuron_id(1, 1), Some(5)).await?;
+/// for record in &train {
+///     println!("{}", record.tokens.concat());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ActivationsClient {
+    inner: ActivationServiceClient<Channel>,
+    dataset: String,
+}
+
+impl ActivationsClient {
+    /// Connects to the server at `url`, such as `http://127.0.0.1:50051`. An address without a
+    /// scheme, such as `127.0.0.1:50051`, is taken as `http://`.
+    ///
+    /// Fails with [`Error::InvalidEndpoint`] when `url` is not a URI, and with
+    /// [`Error::Connect`] when the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        let url = with_default_scheme(url.into());
+        let endpoint = match Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
+            Err(source) => return Err(Error::InvalidEndpoint { url, source }),
+        };
+        match endpoint.connect().await {
+            Ok(channel) => Ok(Self::new(channel)),
+            Err(source) => Err(Error::Connect { url, source }),
+        }
+    }
+
+    /// Wraps an existing channel, for custom transports, TLS or timeouts.
+    ///
+    /// The client accepts gzip- and zstd-compressed responses and decodes messages of up to
+    /// [`MAX_DECODING_MESSAGE_SIZE`] bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    /// use tonic::transport::Endpoint;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let channel = Endpoint::from_static("http://127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(30))
+    ///     .connect()
+    ///     .await?;
+    /// let client = ActivationsClient::new(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(channel: Channel) -> Self {
+        let inner = ActivationServiceClient::new(channel)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+        ActivationsClient {
+            inner,
+            dataset: String::new(),
+        }
+    }
+
+    /// Names the dataset every request of the returned client reads. The empty string (the
+    /// default) means the server's default dataset.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let small = client.clone().with_dataset("gpt2-small");
+    /// println!("{:?}", small.sorted_layers().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.dataset = dataset.into();
+        self
+    }
+
+    /// The dataset requests name; empty for the server's default.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// assert_eq!(client.with_dataset("gpt2-xl").dataset(), "gpt2-xl");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// The whole neuron file (`GetNeuronRecord`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let record = client.get_neuron_record(neuron_id(1, 1)).await?;
+    /// println!("{} random records", record.random_sample.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_neuron_record(&self, id: NeuronId) -> Result<pb::NeuronRecord> {
+        let request = pb::GetNeuronRecordRequest {
+            dataset: self.dataset.clone(),
+            neuron_id: Some(id),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .get_neuron_record(request)
+            .await?
+            .into_inner())
+    }
+
+    /// The records of one split as they arrive (`StreamActivationRecords`), each with the list
+    /// it comes from and its position there. `n` is `n_examples_per_split`; `None` takes as
+    /// many as each source allows, like Python's `ActivationRecordSliceParams(None)`.
+    ///
+    /// An error before the first record (an unknown neuron, an invalid split) is returned
+    /// directly; an error later on is the stream's last item.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Split, neuron_id};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let mut records = client
+    ///     .stream_activation_records(neuron_id(1, 1), Split::Valid, None)
+    ///     .await?;
+    /// while let Some(item) = records.try_next().await? {
+    ///     println!("{:?} #{}", item.source(), item.source_index);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stream_activation_records(
+        &self,
+        id: NeuronId,
+        split: Split,
+        n: Option<u32>,
+    ) -> Result<SplitRecordStream> {
+        let request = pb::StreamActivationRecordsRequest {
+            dataset: self.dataset.clone(),
+            neuron_id: Some(id),
+            split: split.into(),
+            slice_params: Some(pb::ActivationRecordSliceParams {
+                n_examples_per_split: n,
+            }),
+        };
+        let stream = self
+            .inner
+            .clone()
+            .stream_activation_records(request)
+            .await?
+            .into_inner();
+        Ok(stream.map_err(Error::from).boxed())
+    }
+
+    /// The records of one split, collected: what `NeuronRecord.<split>_activation_records`
+    /// returns in Python. A stream that ends with an error returns that error, never a partial
+    /// list.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Split, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let test = client.activation_records(neuron_id(1, 1), Split::Test, Some(5)).await?;
+    /// assert_eq!(test.len(), 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn activation_records(
+        &self,
+        id: NeuronId,
+        split: Split,
+        n: Option<u32>,
+    ) -> Result<Vec<pb::ActivationRecord>> {
+        self.stream_activation_records(id, split, n)
+            .await?
+            .and_then(|item| async move {
+                item.record.ok_or(Error::MalformedResponse {
+                    what: "SplitActivationRecord without a record",
+                })
+            })
+            .try_collect()
+            .await
+    }
+
+    /// Moments, quantile boundaries, max activation and record counts, without the records
+    /// (`GetNeuronSummary`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let summary = client.neuron_summary(neuron_id(1, 1)).await?;
+    /// println!("max activation {:?}", summary.max_activation);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn neuron_summary(&self, id: NeuronId) -> Result<pb::NeuronSummary> {
+        let request = pb::GetNeuronSummaryRequest {
+            dataset: self.dataset.clone(),
+            neuron_id: Some(id),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .get_neuron_summary(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Whether the neuron's file exists (`neuron_exists` in Python). A missing neuron is
+    /// `Ok(false)`, not an error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// if client.neuron_exists(neuron_id(47, 6399)).await? {
+    ///     println!("the last neuron of GPT-2 XL is there");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn neuron_exists(&self, id: NeuronId) -> Result<bool> {
+        let request = pb::NeuronExistsRequest {
+            dataset: self.dataset.clone(),
+            neuron_id: Some(id),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .neuron_exists(request)
+            .await?
+            .into_inner()
+            .exists)
+    }
+
+    /// The dataset's layer indices in ascending numeric order (`ListLayers`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let layers = client.list_layers().await?;
+    /// println!("{} layers", layers.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_layers(&self) -> Result<Vec<u32>> {
+        let request = pb::ListLayersRequest {
+            dataset: self.dataset.clone(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .list_layers(request)
+            .await?
+            .into_inner()
+            .layer_indices)
+    }
+
+    /// One page of a layer's neuron indices (`ListNeurons`). `page_size` 0 asks for the
+    /// server's default page size; `page_token` is empty for the first page, else the previous
+    /// response's `next_page_token`. [`sorted_neuron_indices`](Self::sorted_neuron_indices)
+    /// does the paging for you.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let mut token = String::new();
+    /// loop {
+    ///     let page = client.list_neurons(1, 500, token).await?;
+    ///     println!("{:?}", page.neuron_indices);
+    ///     if page.next_page_token.is_empty() {
+    ///         break;
+    ///     }
+    ///     token = page.next_page_token;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_neurons(
+        &self,
+        layer_index: u32,
+        page_size: u32,
+        page_token: impl Into<String>,
+    ) -> Result<pb::ListNeuronsResponse> {
+        let request = pb::ListNeuronsRequest {
+            dataset: self.dataset.clone(),
+            layer_index,
+            // The server caps page sizes at 10000, so saturating loses nothing.
+            page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
+            page_token: page_token.into(),
+        };
+        Ok(self.inner.clone().list_neurons(request).await?.into_inner())
+    }
+
+    /// The datasets the server serves (`ListDatasets`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// for dataset in client.datasets().await? {
+    ///     println!("{} at {}", dataset.name, dataset.uri);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn datasets(&self) -> Result<Vec<pb::DatasetInfo>> {
+        let request = pb::ListDatasetsRequest {};
+        Ok(self
+            .inner
+            .clone()
+            .list_datasets(request)
+            .await?
+            .into_inner()
+            .datasets)
+    }
+
+    /// The train split: top-activating records only (`train_activation_records`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let train = client.train_activation_records(neuron_id(1, 1), Some(5)).await?;
+    /// assert_eq!(train.len(), 5);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn train_activation_records(
+        &self,
+        id: NeuronId,
+        n: Option<u32>,
+    ) -> Result<Vec<pb::ActivationRecord>> {
+        self.activation_records(id, Split::Train, n).await
+    }
+
+    /// The calibration split: top-activating then random records
+    /// (`calibration_activation_records`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let calibration = client.calibration_activation_records(neuron_id(1, 1), None).await?;
+    /// println!("{} records", calibration.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn calibration_activation_records(
+        &self,
+        id: NeuronId,
+        n: Option<u32>,
+    ) -> Result<Vec<pb::ActivationRecord>> {
+        self.activation_records(id, Split::Calibration, n).await
+    }
+
+    /// The valid split: top-activating then random records (`valid_activation_records`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let valid = client.valid_activation_records(neuron_id(1, 1), None).await?;
+    /// let activations: Vec<f32> = valid.iter().flat_map(|r| r.activations.clone()).collect();
+    /// println!("{} activations to score against", activations.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn valid_activation_records(
+        &self,
+        id: NeuronId,
+        n: Option<u32>,
+    ) -> Result<Vec<pb::ActivationRecord>> {
+        self.activation_records(id, Split::Valid, n).await
+    }
+
+    /// The test split: top-activating then random records (`test_activation_records`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, neuron_id};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let test = client.test_activation_records(neuron_id(1, 1), Some(5)).await?;
+    /// assert_eq!(test.len(), 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn test_activation_records(
+        &self,
+        id: NeuronId,
+        n: Option<u32>,
+    ) -> Result<Vec<pb::ActivationRecord>> {
+        self.activation_records(id, Split::Test, n).await
+    }
+
+    /// The dataset's layer indices in ascending numeric order (`get_sorted_layers`; numbers
+    /// rather than Python's strings).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let layers = client.sorted_layers().await?;
+    /// assert!(layers.is_sorted());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sorted_layers(&self) -> Result<Vec<u32>> {
+        self.list_layers().await
+    }
+
+    /// A layer's neuron indices in ascending numeric order (`get_sorted_neuron_indices`),
+    /// fetched lazily one page of the server's default size at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let neurons: Vec<u32> = client.sorted_neuron_indices(1).try_collect().await?;
+    /// println!("{} neurons in layer 1", neurons.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sorted_neuron_indices(&self, layer_index: u32) -> NeuronIndexStream {
+        self.neuron_indices_paged(layer_index, 0)
+    }
+
+    /// Like [`sorted_neuron_indices`](Self::sorted_neuron_indices), with `page_size` indices
+    /// per request (0 for the server's default).
+    ///
+    /// Nothing is requested until the stream is polled; the next page is requested when the
+    /// previous one has been consumed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use futures::{StreamExt, TryStreamExt};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// // Only the first page of 100 is requested.
+    /// let first_ten: Vec<u32> = client.neuron_indices_paged(1, 100).take(10).try_collect().await?;
+    /// println!("{first_ten:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_indices_paged(&self, layer_index: u32, page_size: u32) -> NeuronIndexStream {
+        let client = self.clone();
+        // `None` once the last page has been fetched; `Some("")` before the first.
+        stream::try_unfold(Some(String::new()), move |token| {
+            let client = client.clone();
+            async move {
+                let Some(token) = token else {
+                    return Ok::<_, Error>(None);
+                };
+                let page = client.list_neurons(layer_index, page_size, token).await?;
+                let next = Some(page.next_page_token).filter(|token| !token.is_empty());
+                Ok(Some((page.neuron_indices, next)))
+            }
+        })
+        .map_ok(|page| stream::iter(page.into_iter().map(Ok::<u32, Error>)))
+        .try_flatten()
+        .boxed()
+    }
+
+    /// The whole record of one neuron, like Python's `load_neuron(layer, neuron)`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let record = client.load_neuron(1, 1).await?;
+    /// println!("mean {:?}", record.mean);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn load_neuron(
+        &self,
+        layer_index: u32,
+        neuron_index: u32,
+    ) -> Result<pb::NeuronRecord> {
+        self.get_neuron_record(neuron_id(layer_index, neuron_index))
+            .await
+    }
+}
+
+/// Adds `http://` to an address given without a scheme (`127.0.0.1:50051`).
+fn with_default_scheme(url: String) -> String {
+    if url.contains("://") {
+        url
+    } else {
+        format!("http://{url}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_without_scheme_gets_http() {
+        assert_eq!(
+            with_default_scheme("127.0.0.1:50051".to_owned()),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            with_default_scheme("https://example.com".to_owned()),
+            "https://example.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_rejects_an_invalid_address() {
+        let error = ActivationsClient::connect("http://exa mple:1")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidEndpoint { url, .. } if url == "http://exa mple:1"),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid server URL \"http://exa mple:1\": ")
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_reports_an_unreachable_server() {
+        // Bind then drop a listener so the port is (almost certainly) closed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+
+        let error = ActivationsClient::connect(address.to_string())
+            .await
+            .unwrap_err();
+        let url = format!("http://{address}");
+        assert!(
+            matches!(&error, Error::Connect { url: u, .. } if *u == url),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("cannot connect to {url}: transport error")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn lazy_channel_turns_transport_failure_into_unavailable_status() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+
+        let error = ActivationsClient::new(channel)
+            .list_layers()
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(tonic::Code::Unavailable), "{error}");
+    }
+}
