@@ -1,0 +1,36 @@
+//! External tools the end-to-end tests drive: stock grpcurl and the Python reference loader.
+//! `scripts/test.sh` installs both into `.venv/`; an environment variable overrides each.
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn tool(env_var: &str, venv_name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let in_venv = workspace_root().join(".venv/bin").join(venv_name);
+    assert!(
+        in_venv.exists(),
+        "{venv_name} not found at {}: run scripts/test.sh (it installs it), or set {env_var}",
+        in_venv.display()
+    );
+    in_venv
+}
+
+/// The grpcurl binary (`GRPCURL`, else `.venv/bin/grpcurl`).
+pub fn grpcurl() -> PathBuf {
+    tool("GRPCURL", "grpcurl")
+}
+
+/// A Python with `automated-interpretability` installed (`ACTIVATIONS_PYTHON`, else
+/// `.venv/bin/python`).
+pub fn python() -> PathBuf {
+    tool("ACTIVATIONS_PYTHON", "python")
+}
