@@ -4,8 +4,7 @@ use std::future::Future;
 
 use activations_proto::pb::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::codec::CompressionEncoding;
+use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
 use crate::{dataset::Datasets, service::ActivationsService};
 
@@ -60,12 +59,16 @@ pub async fn run(
         // A neuron record is ~200 KB as protobuf; leave room for unusually large ones.
         .max_encoding_message_size(64 * 1024 * 1024);
 
+    // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        // Every log line of a call carries its method.
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_service(activations)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
