@@ -163,6 +163,13 @@ impl From<ServiceError> for Status {
                 }
             }
         };
+        // The caller's mistakes are routine; storage and data faults are the operator's concern.
+        match code {
+            Code::DataLoss | Code::Unavailable | Code::Internal => {
+                tracing::warn!(?code, reason, "{message}")
+            }
+            _ => tracing::debug!(?code, reason, "{message}"),
+        }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
     }
