@@ -5,6 +5,8 @@
 //! fetches all it needs before writing, so a failed call never leaves partial output.
 
 mod json;
+#[cfg(test)]
+mod test_output;
 mod text;
 
 use std::io::{self, Write};

@@ -130,20 +130,7 @@ fn f64_number(value: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(tokens: &[&str], activations: &[f32]) -> ActivationRecord {
-        ActivationRecord {
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: activations.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn render(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
-        let mut out = Vec::new();
-        write(&mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
+    use crate::cli::test_output::{record, render};
 
     #[test]
     fn split_is_one_object_per_line_in_documented_key_order() {

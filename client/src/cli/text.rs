@@ -214,8 +214,7 @@ fn optional(value: Option<f64>) -> String {
     value.map_or_else(|| "none".to_owned(), |value| value.to_string())
 }
 
-/// An activation computed by the server as f64 from f32 data prints as the f32 it came from
-/// (`3.21`, not `3.2100000381469727`).
+/// `a, b, c`
 fn join(values: &[impl ToString]) -> String {
     let values: Vec<_> = values.iter().map(ToString::to_string).collect();
     values.join(", ")
@@ -224,20 +223,7 @@ fn join(values: &[impl ToString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(tokens: &[&str], activations: &[f32]) -> ActivationRecord {
-        ActivationRecord {
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            activations: activations.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn render(write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
-        let mut out = Vec::new();
-        write(&mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
+    use crate::cli::test_output::{record, render};
 
     #[test]
     fn split_record_is_a_header_and_a_token_line() {
