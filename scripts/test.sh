@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the external tools the tests drive,
 # checks formatting and lints, then runs every test, including those plain `cargo test` skips
-# because they need those tools (grpcurl, the Python reference loader).
+# because they need those tools (grpcurl, the Python reference loader). Ends with one line
+# totalling every test binary and doc-test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/tools.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked --no-fail-fast -- --include-ignored
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
+exit "$status"
