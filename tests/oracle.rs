@@ -1,6 +1,7 @@
 //! The oracle: the Python reference loader (`automated-interpretability` from PyPI) and this
-//! service read the same files, and every split for several n must be identical, record for
-//! record and bit for bit. Run by `scripts/test.sh`, which installs the Python package.
+//! service read the same files: every split for several n must be identical, record for record
+//! and bit for bit, and so must the layer and neuron listings and existence checks. Run by
+//! `scripts/test.sh`, which installs the Python package.
 
 use std::{collections::BTreeMap, process::Command};
 
@@ -10,6 +11,7 @@ use activations_e2e::{
     serve_dir,
     tools::{python, workspace_root},
 };
+use futures::TryStreamExt;
 use serde_json::Value;
 use tonic::Code;
 
@@ -77,7 +79,7 @@ fn records_as_json(records: &[pb::ActivationRecord]) -> Value {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Python reference loader in .venv; run by scripts/test.sh"]
 async fn every_split_matches_the_python_reference_loader() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,5 +142,60 @@ async fn every_split_matches_the_python_reference_loader() {
         }
     }
     assert_eq!(compared, neurons.len() * NS.len() * SPLITS.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference loader in .venv; run by scripts/test.sh"]
+async fn listing_and_existence_match_the_python_reference_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layer, neuron) in [(0, 0), (0, 2), (0, 10), (3, 7), (12, 1), (12, 100)] {
+        fixtures::write_neuron(dir.path(), true, layer, neuron, REAL_NEURON);
+    }
+    // Names that are not layers or neurons, which both sides must skip.
+    let neurons_dir = dir.path().join("neurons");
+    std::fs::create_dir_all(neurons_dir.join("tmp")).unwrap();
+    std::fs::write(neurons_dir.join("README"), "").unwrap();
+    std::fs::write(neurons_dir.join("0/notes.txt"), "").unwrap();
+    std::fs::create_dir_all(neurons_dir.join("0/drafts")).unwrap();
+    let probes = ["0/0", "0/1", "0/10", "3/7", "12/100", "4/0"];
+
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/oracle/reference_listing.py"))
+        .arg(dir.path())
+        .args(probes)
+        .output()
+        .expect("running the Python reference loader");
+    assert!(
+        output.status.success(),
+        "Python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let server = serve_dir("listing", dir.path()).await;
+    let client = server.client().await;
+    let layers = client.sorted_layers().await.unwrap();
+    assert_eq!(serde_json::json!(layers), reference["layers"]);
+    for layer in layers {
+        let neurons: Vec<u32> = client
+            .sorted_neuron_indices(layer)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::json!(neurons),
+            reference["neurons"][layer.to_string()],
+            "layer {layer}"
+        );
+    }
+    for probe in probes {
+        let (layer, neuron) = probe.split_once('/').unwrap();
+        let exists = client
+            .neuron_exists(neuron_id(layer.parse().unwrap(), neuron.parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(Value::Bool(exists), reference["exists"][probe], "{probe}");
+    }
     server.stop().await;
 }
