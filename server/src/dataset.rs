@@ -56,6 +56,8 @@ impl FromStr for DatasetSpec {
 /// Why the datasets could not be opened at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("a server needs at least one dataset")]
+    NoDatasets,
     #[error("dataset {name:?} is given twice")]
     DuplicateName { name: String },
     #[error("dataset {name:?}: {uri:?} is not a supported location ({reason})")]
@@ -194,7 +196,9 @@ impl Datasets {
 
     /// The given datasets; the first is the default. At least one is required.
     pub fn new(entries: Vec<Dataset>) -> Result<Self, ConfigError> {
-        assert!(!entries.is_empty(), "a server needs at least one dataset");
+        if entries.is_empty() {
+            return Err(ConfigError::NoDatasets);
+        }
         for (i, dataset) in entries.iter().enumerate() {
             if entries[..i].iter().any(|d| d.name == dataset.name) {
                 return Err(ConfigError::DuplicateName {
