@@ -65,6 +65,21 @@ fn write_dataset(root: &std::path::Path) -> Vec<(u32, u32)> {
     neurons
 }
 
+/// Runs `tests/oracle/SCRIPT ARGS...` with the reference loader's Python; its JSON output.
+fn run_reference(script: &str, args: &[String]) -> Value {
+    let output = Command::new(python())
+        .arg(workspace_root().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .expect("running the Python reference loader");
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
 fn records_as_json(records: &[pb::ActivationRecord]) -> Value {
     Value::Array(
         records
@@ -88,19 +103,10 @@ async fn every_split_matches_the_python_reference_loader() {
         .iter()
         .map(|n| n.map_or("none".to_string(), |n| n.to_string()))
         .collect();
-    let output = Command::new(python())
-        .arg(workspace_root().join("tests/oracle/reference_splits.py"))
-        .arg(dir.path())
-        .arg(ns.join(","))
-        .args(neurons.iter().map(|(l, n)| format!("{l}/{n}")))
-        .output()
-        .expect("running the Python reference loader");
-    assert!(
-        output.status.success(),
-        "Python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reference: BTreeMap<String, Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let mut args = vec![dir.path().display().to_string(), ns.join(",")];
+    args.extend(neurons.iter().map(|(l, n)| format!("{l}/{n}")));
+    let reference: BTreeMap<String, Value> =
+        serde_json::from_value(run_reference("reference_splits.py", &args)).unwrap();
 
     let server = serve_dir("oracle", dir.path()).await;
     let client = server.client().await;
@@ -160,18 +166,9 @@ async fn listing_and_existence_match_the_python_reference_loader() {
     std::fs::create_dir_all(neurons_dir.join("0/drafts")).unwrap();
     let probes = ["0/0", "0/1", "0/10", "3/7", "12/100", "4/0"];
 
-    let output = Command::new(python())
-        .arg(workspace_root().join("tests/oracle/reference_listing.py"))
-        .arg(dir.path())
-        .args(probes)
-        .output()
-        .expect("running the Python reference loader");
-    assert!(
-        output.status.success(),
-        "Python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reference: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut args = vec![dir.path().display().to_string()];
+    args.extend(probes.iter().map(|p| p.to_string()));
+    let reference = run_reference("reference_listing.py", &args);
 
     let server = serve_dir("listing", dir.path()).await;
     let client = server.client().await;
