@@ -3,8 +3,7 @@
 
 use std::process::{Command, Output};
 
-use activations_e2e::{start_server, tools::grpcurl};
-use activations_server::{Datasets, layout::LayoutChoice};
+use activations_e2e::{serve_bundled, tools::grpcurl};
 use serde_json::Value;
 
 const SERVICE: &str = "neuron_explainer.activations.v1.ActivationService";
@@ -40,7 +39,7 @@ fn json_values(text: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs grpcurl in .venv; run by scripts/test.sh"]
 async fn grpcurl_lists_describes_checks_health_streams_and_shows_errors() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let addr = server.addr.to_string();
 
     // Reflection: both the v1 and v1alpha protocols are served; grpcurl 1.8 speaks v1alpha.

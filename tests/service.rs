@@ -4,9 +4,9 @@
 use activations_client::{ActivationsClient, Split, neuron_id, pb};
 use activations_e2e::{
     fixtures::{self, REAL_NEURON},
-    open_datasets, serve_dir, start_server,
+    open_datasets, serve_bundled, serve_dir, start_server,
 };
-use activations_server::{Datasets, layout::LayoutChoice};
+use activations_server::layout::LayoutChoice;
 use futures::TryStreamExt;
 use pb::activation_service_client::ActivationServiceClient;
 use tonic::{Code, codec::CompressionEncoding};
@@ -37,7 +37,7 @@ fn expected_split(record: &pb::NeuronRecord, split: Split, n: usize) -> Vec<pb::
 
 #[tokio::test]
 async fn bundled_sample_is_the_default_dataset() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let client = server.client().await;
     let datasets = client.datasets().await.unwrap();
     assert_eq!(datasets.len(), 1);
@@ -54,7 +54,7 @@ async fn bundled_sample_is_the_default_dataset() {
 
 #[tokio::test]
 async fn splits_of_the_real_file_follow_the_python_slices() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let client = server.client().await;
     let record = client.load_neuron(1, 1).await.unwrap();
     assert_eq!(record.most_positive_activation_records.len(), 50);
@@ -95,7 +95,7 @@ async fn splits_of_the_real_file_follow_the_python_slices() {
 
 #[tokio::test]
 async fn streamed_records_say_where_they_come_from() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let client = server.client().await;
     let items: Vec<_> = client
         .stream_activation_records(neuron_id(1, 1), Split::Calibration, Some(3))
@@ -122,7 +122,7 @@ async fn streamed_records_say_where_they_come_from() {
 
 #[tokio::test]
 async fn summary_reports_moments_counts_and_max_activation() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let client = server.client().await;
     let record = client.load_neuron(1, 1).await.unwrap();
     let summary = client.neuron_summary(neuron_id(1, 1)).await.unwrap();
@@ -340,7 +340,7 @@ async fn bad_requests_get_actionable_statuses() {
 
 #[tokio::test]
 async fn gzip_and_zstd_carry_the_same_records() {
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let request = || pb::GetNeuronRecordRequest {
         dataset: String::new(),
         neuron_id: Some(neuron_id(1, 1)),
@@ -408,7 +408,7 @@ async fn health_reports_serving_for_the_server_and_the_service() {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let channel = tonic::transport::Endpoint::from_shared(server.url())
         .unwrap()
         .connect()
@@ -432,7 +432,7 @@ async fn health_reports_serving_for_the_server_and_the_service() {
 async fn cli_commands_print_what_the_sdk_returns() {
     use activations_client::cli::{self, Cli};
     use clap::Parser;
-    let server = start_server(Datasets::open(&[], LayoutChoice::Auto).await.unwrap()).await;
+    let server = serve_bundled().await;
     let url = server.url();
     let run = |args: &[&str]| {
         let mut argv = vec!["activations", "--server", url.as_str()];

@@ -76,6 +76,16 @@ pub async fn open_datasets(specs: &[(&str, &Path)], layout: LayoutChoice) -> Dat
     Datasets::open(&specs, layout).await.expect("open datasets")
 }
 
+/// Serves the bundled sample, as `activations-server` does without `--dataset`.
+pub async fn serve_bundled() -> TestServer {
+    start_server(
+        Datasets::open(&[], LayoutChoice::Auto)
+            .await
+            .expect("open the bundled sample"),
+    )
+    .await
+}
+
 /// Serves one directory as the default dataset, layout detected.
 pub async fn serve_dir(name: &str, dir: &Path) -> TestServer {
     start_server(open_datasets(&[(name, dir)], LayoutChoice::Auto).await).await

@@ -715,24 +715,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn record_list(&mut self) -> Result<Vec<pb::ActivationRecord>> {
-        let mut records = Vec::new();
+    /// A list whose elements `element` decodes, each error tagged with its index.
+    fn list<T>(&mut self, mut element: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let mut items = Vec::new();
         self.array(|reader, index| {
-            records.push(reader.activation_record().at_index(index)?);
+            items.push(element(reader).at_index(index)?);
             Ok(())
         })?;
-        Ok(records)
+        Ok(items)
+    }
+
+    fn record_list(&mut self) -> Result<Vec<pb::ActivationRecord>> {
+        self.list(Self::activation_record)
     }
 
     fn random_sample_by_quantile(&mut self) -> Result<Option<pb::RandomSampleByQuantile>> {
         if self.null() {
             return Ok(None);
         }
-        let mut quantiles = Vec::new();
-        self.array(|reader, index| {
-            let records = reader.record_list().at_index(index)?;
-            quantiles.push(pb::ActivationRecordList { records });
-            Ok(())
+        let quantiles = self.list(|reader| {
+            let records = reader.record_list()?;
+            Ok(pb::ActivationRecordList { records })
         })?;
         Ok(Some(pb::RandomSampleByQuantile { quantiles }))
     }
@@ -741,11 +744,9 @@ impl<'a> Reader<'a> {
         if self.null() {
             return Ok(None);
         }
-        let mut boundaries = Vec::new();
-        self.array(|reader, index| {
-            let value = reader.nullable_f64().at_index(index)?;
-            boundaries.push(pb::NullableDouble { value });
-            Ok(())
+        let boundaries = self.list(|reader| {
+            let value = reader.nullable_f64()?;
+            Ok(pb::NullableDouble { value })
         })?;
         Ok(Some(pb::QuantileBoundaries { boundaries }))
     }
@@ -830,14 +831,9 @@ impl<'a> Reader<'a> {
 
     /// `dfa_values`: `null` (Python's default) or a list of integers.
     fn dfa_values(&mut self) -> Result<Vec<i64>> {
-        let mut values = Vec::new();
         if self.null() {
-            return Ok(values);
+            return Ok(Vec::new());
         }
-        self.array(|reader, index| {
-            values.push(reader.integer().at_index(index)?);
-            Ok(())
-        })?;
-        Ok(values)
+        self.list(Self::integer)
     }
 }

@@ -54,30 +54,16 @@ impl Writer {
         self.record_list(&record.random_sample);
         self.out.push_str(r#", "random_sample_by_quantile": "#);
         match &record.random_sample_by_quantile {
-            Some(by_quantile) => {
-                self.out.push('[');
-                for (i, bucket) in by_quantile.quantiles.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    self.record_list(&bucket.records);
-                }
-                self.out.push(']');
-            }
+            Some(by_quantile) => self.list(&by_quantile.quantiles, |w, bucket| {
+                w.record_list(&bucket.records)
+            }),
             None => self.out.push_str("null"),
         }
         self.out.push_str(r#", "quantile_boundaries": "#);
         match &record.quantile_boundaries {
-            Some(boundaries) => {
-                self.out.push('[');
-                for (i, boundary) in boundaries.boundaries.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    self.nullable_f64(boundary.value);
-                }
-                self.out.push(']');
-            }
+            Some(boundaries) => self.list(&boundaries.boundaries, |w, boundary| {
+                w.nullable_f64(boundary.value)
+            }),
             None => self.out.push_str("null"),
         }
         for (key, value) in [
@@ -95,34 +81,30 @@ impl Writer {
         self.out.push('}');
     }
 
-    fn record_list(&mut self, records: &[pb::ActivationRecord]) {
+    /// `[a, b, c]`, each item written by `item`.
+    fn list<T>(&mut self, items: &[T], mut item: impl FnMut(&mut Self, &T)) {
         self.out.push('[');
-        for (i, record) in records.iter().enumerate() {
+        for (i, value) in items.iter().enumerate() {
             if i > 0 {
                 self.out.push_str(", ");
             }
-            self.activation_record(record);
+            item(self, value);
         }
         self.out.push(']');
     }
 
+    fn record_list(&mut self, records: &[pb::ActivationRecord]) {
+        self.list(records, Self::activation_record);
+    }
+
     fn activation_record(&mut self, record: &pb::ActivationRecord) {
         self.out
-            .push_str(r#"{"dataclass_name": "ActivationRecord", "tokens": ["#);
-        for (i, token) in record.tokens.iter().enumerate() {
-            if i > 0 {
-                self.out.push_str(", ");
-            }
-            push_json_string(&mut self.out, token);
-        }
-        self.out.push_str(r#"], "activations": ["#);
-        for (i, &activation) in record.activations.iter().enumerate() {
-            if i > 0 {
-                self.out.push_str(", ");
-            }
-            self.f32(activation);
-        }
-        self.out.push(']');
+            .push_str(r#"{"dataclass_name": "ActivationRecord", "tokens": "#);
+        self.list(&record.tokens, |w, token| {
+            push_json_string(&mut w.out, token)
+        });
+        self.out.push_str(r#", "activations": "#);
+        self.list(&record.activations, |w, &activation| w.f32(activation));
         // The public files predate these optional fields; write them only when set, and then
         // both, as the dataclass would.
         if !record.dfa_values.is_empty() || record.dfa_target_index.is_some() {
@@ -130,14 +112,9 @@ impl Writer {
             if record.dfa_values.is_empty() {
                 self.out.push_str("null");
             } else {
-                self.out.push('[');
-                for (i, value) in record.dfa_values.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    let _ = write!(self.out, "{value}");
-                }
-                self.out.push(']');
+                self.list(&record.dfa_values, |w, value| {
+                    let _ = write!(w.out, "{value}");
+                });
             }
             self.out.push_str(r#", "dfa_target_index": "#);
             match record.dfa_target_index {
