@@ -156,6 +156,30 @@ impl From<ServiceError> for Status {
                         details.set_retry_info(Some(STORAGE_RETRY_DELAY));
                         (Code::Unavailable, "STORAGE_UNAVAILABLE")
                     }
+                    StoreError::Denied { path, .. } => {
+                        details.add_precondition_failure_violation(
+                            "STORAGE_ACCESS",
+                            dataset,
+                            "the storage refused this server's credentials; the server's \
+                             operator must fix its storage settings",
+                        );
+                        metadata.insert("path".to_string(), path.clone());
+                        (Code::FailedPrecondition, "STORAGE_ACCESS_DENIED")
+                    }
+                    StoreError::ListingUnavailable { location, .. } => {
+                        details.add_precondition_failure_violation(
+                            "DATASET_SHAPE",
+                            dataset,
+                            format!(
+                                "declare the dataset's shape: start the server with \
+                                 --dataset {dataset}=URI?layers=L&neurons=N, or put a \
+                                 manifest.json at the dataset's root (`activations manifest \
+                                 URI` builds one from a store that can be listed)"
+                            ),
+                        );
+                        metadata.insert("location".to_string(), location.clone());
+                        (Code::FailedPrecondition, "DATASET_SHAPE_UNKNOWN")
+                    }
                     StoreError::Internal { path, .. } => {
                         metadata.insert("path".to_string(), path.clone());
                         (Code::Internal, "INTERNAL")
@@ -164,11 +188,12 @@ impl From<ServiceError> for Status {
             }
         };
         // The caller's mistakes are routine; storage and data faults are the operator's concern.
-        match code {
-            Code::DataLoss | Code::Unavailable | Code::Internal => {
-                tracing::warn!(?code, reason, "{message}")
-            }
-            _ => tracing::debug!(?code, reason, "{message}"),
+        let operator_concern = matches!(code, Code::DataLoss | Code::Unavailable | Code::Internal)
+            || reason == "STORAGE_ACCESS_DENIED";
+        if operator_concern {
+            tracing::warn!(?code, reason, "{message}");
+        } else {
+            tracing::debug!(?code, reason, "{message}");
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
@@ -266,16 +291,47 @@ mod tests {
             Subject::Layers,
             StoreError::Unavailable {
                 path: "".into(),
-                source: object_store::Error::NotImplemented {
-                    operation: "list".into(),
-                    implementer: "test".into(),
-                },
+                source: std::sync::Arc::new(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                )),
             },
         );
         let status = Status::from(error);
         assert_eq!(status.code(), Code::Unavailable);
         let details = status.get_error_details();
         assert!(details.retry_info().unwrap().retry_delay.is_some());
+    }
+
+    #[test]
+    fn unlistable_storage_without_a_shape_says_how_to_declare_one() {
+        let error = ServiceError::store(
+            "xl",
+            Subject::Layers,
+            StoreError::ListingUnavailable {
+                location: "https://example.org/data".into(),
+                reason: "a plain web server cannot list".into(),
+            },
+        );
+        let status = Status::from(error);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().contains("https://example.org/data"),
+            "{}",
+            status.message()
+        );
+        let details = status.get_error_details();
+        let violation = &details.precondition_failure().unwrap().violations[0];
+        assert_eq!(violation.r#type, "DATASET_SHAPE");
+        assert!(
+            violation.description.contains("?layers="),
+            "{}",
+            violation.description
+        );
+        assert!(
+            violation.description.contains("manifest.json"),
+            "{}",
+            violation.description
+        );
     }
 
     #[test]

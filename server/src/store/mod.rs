@@ -32,8 +32,14 @@ pub trait NeuronStore: Send + Sync + std::fmt::Debug + 'static {
     async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError>;
 }
 
+/// An error from below the store (network, I/O), shared so that every caller waiting on one
+/// read gets the same error.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a store could not answer, by category. `path` is the location inside the store.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cloneable: a cache hands one read's outcome to every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Nothing stored there.
@@ -48,13 +54,28 @@ pub enum StoreError {
         source: ParseError,
     },
 
-    /// The store could not be read (I/O error, network, service down).
+    /// The store could not be read in time (I/O error, network, 5xx, timeout), after retries.
+    /// Trying again later may work.
     #[error("reading {path} failed: {source}")]
     Unavailable {
         path: String,
         #[source]
-        source: object_store::Error,
+        source: SharedError,
     },
+
+    /// The store refused the server's credentials (HTTP 401/403). Retrying will not help;
+    /// the server's storage settings must change.
+    #[error("the storage refused access to {path}: {source}")]
+    Denied {
+        path: String,
+        #[source]
+        source: SharedError,
+    },
+
+    /// The store cannot list its contents (a plain web server, an anonymous blob container)
+    /// and the dataset declares no shape.
+    #[error("{location} cannot be listed ({reason})")]
+    ListingUnavailable { location: String, reason: String },
 
     /// A bug in this server, not a property of the data or the store.
     #[error("reading {path} failed: {detail}")]
@@ -62,14 +83,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn from_object_store(path: &object_store::path::Path, error: object_store::Error) -> Self {
+    pub(crate) fn from_object_store(
+        path: &object_store::path::Path,
+        error: object_store::Error,
+    ) -> Self {
+        let path = path.to_string();
         match error {
-            object_store::Error::NotFound { .. } => StoreError::NotFound {
-                path: path.to_string(),
+            object_store::Error::NotFound { .. } => StoreError::NotFound { path },
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => StoreError::Denied {
+                path,
+                source: Arc::new(error),
             },
             source => StoreError::Unavailable {
-                path: path.to_string(),
-                source,
+                path,
+                source: Arc::new(source),
             },
         }
     }
