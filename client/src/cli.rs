@@ -5,6 +5,8 @@
 //! fetches all it needs before writing, so a failed call never leaves partial output.
 
 mod json;
+#[cfg(feature = "manifest")]
+mod manifest;
 #[cfg(test)]
 mod test_output;
 mod text;
@@ -93,6 +95,21 @@ pub enum Command {
         /// Neuron index within the layer.
         neuron: u32,
     },
+    /// Build a dataset's manifest.json by listing its store, without a server: its layers,
+    /// their neurons and its layout. Copy it to the root of a store that cannot be listed
+    /// (an anonymous blob container, a web server) so a server can list that dataset.
+    #[cfg(feature = "manifest")]
+    Manifest {
+        /// The dataset's location, as `activations-server --dataset NAME=URI` takes it
+        /// (a directory, az://, s3://, gs://, ...), with the same storage settings.
+        uri: String,
+        /// Write the manifest to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The layout to record: auto detects it from the listing.
+        #[arg(long, default_value = "auto", value_name = "auto|flat|neurons")]
+        layout: activations_server::layout::LayoutChoice,
+    },
 }
 
 /// A split, as the command line names it.
@@ -129,6 +146,10 @@ pub enum RunError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    /// Listing a store for `activations manifest` failed.
+    #[cfg(feature = "manifest")]
+    #[error(transparent)]
+    Manifest(#[from] activations_server::dataset::ConfigError),
 }
 
 /// Connects to `cli.server` and runs `cli.command`, writing its output to `out`.
@@ -148,6 +169,15 @@ pub enum RunError {
 /// # }
 /// ```
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), RunError> {
+    #[cfg(feature = "manifest")]
+    if let Command::Manifest {
+        uri,
+        out: file,
+        layout,
+    } = cli.command
+    {
+        return manifest::run(&uri, file.as_deref(), layout, out).await;
+    }
     let client = ActivationsClient::connect(cli.server)
         .await?
         .with_dataset(cli.dataset.unwrap_or_default());
@@ -224,6 +254,14 @@ pub async fn execute(
         Command::Summary { layer, neuron } => {
             let summary = client.neuron_summary(neuron_id(layer, neuron)).await?;
             text::write_summary(out, &summary)?;
+        }
+        #[cfg(feature = "manifest")]
+        Command::Manifest {
+            uri,
+            out: file,
+            layout,
+        } => {
+            manifest::run(&uri, file.as_deref(), layout, out).await?;
         }
     }
     Ok(())

@@ -1,10 +1,15 @@
 //! Settings of `activations-server`, from flags or the environment.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 
-use crate::{dataset::DatasetSpec, layout::LayoutChoice};
+use crate::{
+    dataset::{DatasetSpec, OpenOptions},
+    layout::LayoutChoice,
+    location::StorageOptions,
+    store::CacheConfig,
+};
 
 /// Serves neuron-explainer activation records over gRPC.
 ///
@@ -18,8 +23,12 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// A dataset to serve, as NAME=URI; repeat for more. The first is the default. URI is a
-    /// local directory (/path or file:///path) or `bundled:gpt2-xl-sample`. With none, the
-    /// bundled sample is served. In the environment, separate datasets with commas.
+    /// local directory (/path or file:///path), az://ACCOUNT/CONTAINER/prefix,
+    /// https://ACCOUNT.blob.core.windows.net/CONTAINER/prefix, s3://BUCKET/prefix,
+    /// gs://BUCKET/prefix, http(s)://host/prefix (any web server), or
+    /// `bundled:gpt2-xl-sample`. `?layers=L&neurons=N` declares the shape of a store that
+    /// cannot be listed; `?layout=` fixes the layout. With none, the bundled sample is
+    /// served. In the environment, separate datasets with commas.
     #[arg(
         long = "dataset",
         value_name = "NAME=URI",
@@ -38,9 +47,85 @@ pub struct Config {
     )]
     pub layout: LayoutChoice,
 
+    /// Memory for parsed neurons, in bytes (suffixes K, M, G, Ki, Mi, Gi accepted), shared
+    /// out evenly between the datasets. 0 disables the cache.
+    #[arg(long, env = "ACTIVATIONS_CACHE_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub cache_bytes: u64,
+
+    /// How long a missing neuron file is remembered before storage is asked again.
+    #[arg(long, env = "ACTIVATIONS_CACHE_NOT_FOUND_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cache_not_found_ttl: Duration,
+
+    /// Bound on one request to remote storage, body included.
+    #[arg(long, env = "ACTIVATIONS_STORAGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub storage_timeout: Duration,
+
+    /// Bound on connecting to remote storage.
+    #[arg(long, env = "ACTIVATIONS_STORAGE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub storage_connect_timeout: Duration,
+
+    /// Retries of a transient storage failure (5xx, 429, timeout, connection reset), with
+    /// exponential backoff and jitter.
+    #[arg(long, env = "ACTIVATIONS_STORAGE_RETRIES", default_value_t = 5)]
+    pub storage_retries: usize,
+
+    /// No storage retry starts later than this after the first attempt; the caller then gets
+    /// UNAVAILABLE.
+    #[arg(long, env = "ACTIVATIONS_STORAGE_RETRY_BUDGET", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub storage_retry_budget: Duration,
+
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
     #[arg(long, env = "ACTIVATIONS_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl Config {
+    /// The settings every dataset is opened with.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            layout: self.layout,
+            cache: CacheConfig {
+                max_bytes: self.cache_bytes,
+                not_found_ttl: self.cache_not_found_ttl,
+            },
+            storage: StorageOptions {
+                request_timeout: self.storage_timeout,
+                connect_timeout: self.storage_connect_timeout,
+                max_retries: self.storage_retries,
+                retry_budget: self.storage_retry_budget,
+            },
+        }
+    }
+}
+
+/// A byte count: a number with an optional decimal (K, M, G) or binary (Ki, Mi, Gi) suffix,
+/// optionally followed by B.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let unitless = trimmed.strip_suffix(['B', 'b']).unwrap_or(trimmed);
+    let split = unitless
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unitless.len());
+    let (number, unit) = unitless.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a byte count such as 512MiB, 2G or 1000000"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?}: expected a byte count such as 512MiB, 2G or 1000000"))
 }
 
 #[cfg(test)]
@@ -66,6 +151,35 @@ mod tests {
         let names: Vec<_> = config.datasets.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(config.layout, LayoutChoice::Fixed(Layout::Neurons));
+    }
+
+    #[test]
+    fn cache_and_storage_settings_have_defaults_and_parse_units() {
+        let defaults = Config::try_parse_from(["activations-server"])
+            .unwrap()
+            .open_options();
+        assert_eq!(defaults.cache.max_bytes, 1 << 30);
+        assert_eq!(defaults.storage, StorageOptions::DEFAULT);
+        let config = Config::try_parse_from([
+            "activations-server",
+            "--cache-bytes",
+            "512MiB",
+            "--storage-timeout",
+            "1500ms",
+            "--storage-retries",
+            "0",
+        ])
+        .unwrap()
+        .open_options();
+        assert_eq!(config.cache.max_bytes, 512 << 20);
+        assert_eq!(config.storage.request_timeout, Duration::from_millis(1500));
+        assert_eq!(config.storage.max_retries, 0);
+        for (text, bytes) in [("0", 0), ("2G", 2_000_000_000), ("3KiB", 3072), ("7b", 7)] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "MiB", "1.5G", "1T", "-1", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
-use object_store::{ObjectStore, local::LocalFileSystem, memory::InMemory, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory, path::Path};
 
 use crate::{
     error::ServiceError,
     layout::{Layout, LayoutChoice},
-    store::{NeuronStore, ObjectNeuronStore, StoreError},
+    location::{self, Backend, Location, StorageOptions},
+    shape::{MANIFEST_FILE, Shape},
+    store::{CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ShapedStore, StoreError},
 };
 
 /// Name of the dataset served when no `--dataset` is given.
@@ -72,6 +74,20 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
+    #[error("dataset {name:?}: {uri:?} cannot be opened: {reason}")]
+    Backend {
+        name: String,
+        uri: String,
+        reason: String,
+    },
+    #[error("dataset {name:?}: {reason}")]
+    Manifest { name: String, reason: String },
+    #[error("listing {uri} failed: {source}")]
+    Listing {
+        uri: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("dataset {name:?}: listing its root to detect the layout failed: {source}")]
     Detect {
         name: String,
@@ -80,93 +96,221 @@ pub enum ConfigError {
     },
 }
 
+/// Settings that apply to every dataset a server opens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// The `--layout` flag; a dataset's `?layout=` wins over it.
+    pub layout: LayoutChoice,
+    /// The in-memory cache of parsed neurons, shared out evenly between the datasets.
+    pub cache: CacheConfig,
+    /// Timeouts and retries for remote stores.
+    pub storage: StorageOptions,
+}
+
 /// A named neuron store.
 #[derive(Debug)]
 pub struct Dataset {
     pub name: String,
     pub uri: String,
     pub layout: Layout,
+    /// The shape declared by the URI or a `manifest.json`; `None` means listings list the
+    /// store.
+    pub shape: Option<Shape>,
     pub store: Arc<dyn NeuronStore>,
 }
 
 impl Dataset {
-    /// Opens `spec.uri`: a local directory (`/path`, `relative/path`, `file:///path`) or the
-    /// bundled sample. `LayoutChoice::Auto` lists the root once to tell the layouts apart and
-    /// falls back to flat, the layout `load_neuron` reads.
-    pub async fn open(spec: &DatasetSpec, layout: LayoutChoice) -> Result<Dataset, ConfigError> {
-        let store = object_store_for(spec).await?;
-        let root = Path::default();
-        let layout = match layout {
-            LayoutChoice::Fixed(layout) => layout,
-            LayoutChoice::Auto => ObjectNeuronStore::detect_layout(store.as_ref(), &root)
-                .await
-                .map_err(|source| ConfigError::Detect {
+    /// Opens `spec.uri` (see [`crate::location`] for the URIs), finds its shape and layout,
+    /// and stacks the store: storage, then the cache, then the declared shape if any.
+    ///
+    /// The shape comes from the URI or else a `manifest.json` at the root. The layout comes
+    /// from the URI's `?layout=`, else a fixed `--layout`, else the manifest, else detection:
+    /// a listing of the root, or where the store cannot list, a probe for the shape's first
+    /// neuron in each layout; failing all, flat, the layout `load_neuron` reads.
+    pub async fn open(spec: &DatasetSpec, options: &OpenOptions) -> Result<Dataset, ConfigError> {
+        Self::open_with(spec, options, true).await
+    }
+
+    async fn open_with(
+        spec: &DatasetSpec,
+        options: &OpenOptions,
+        use_declared_shape: bool,
+    ) -> Result<Dataset, ConfigError> {
+        let location =
+            Location::parse(&spec.uri).map_err(|reason| ConfigError::UnsupportedUri {
+                name: spec.name.clone(),
+                uri: spec.uri.clone(),
+                reason,
+            })?;
+        let remote = !matches!(location.backend, Backend::Bundled | Backend::Local(_));
+        let store = match &location.backend {
+            Backend::Bundled => bundled_store().await,
+            Backend::Local(path) => {
+                location::open_local(path).map_err(|reason| ConfigError::Directory {
                     name: spec.name.clone(),
-                    source,
+                    path: path.clone(),
+                    reason,
                 })?
-                .unwrap_or_else(|| {
-                    tracing::warn!(
-                        dataset = %spec.name,
-                        "no layer directories found below the root; assuming the flat layout"
-                    );
-                    Layout::Flat
-                }),
+            }
+            backend => {
+                location::open_remote(backend, &options.storage)
+                    .map_err(|reason| ConfigError::Backend {
+                        name: spec.name.clone(),
+                        uri: spec.uri.clone(),
+                        reason,
+                    })?
+                    .store
+            }
         };
+        let root = location.prefix.clone();
+        let (shape, manifest_layout) = match location.shape.clone() {
+            _ if !use_declared_shape => (None, None),
+            Some(shape) => (Some(shape), None),
+            None => match read_manifest(store.as_ref(), &root).await {
+                Ok(Some((shape, layout))) => (Some(shape), layout),
+                Ok(None) => (None, None),
+                Err(reason) => {
+                    return Err(ConfigError::Manifest {
+                        name: spec.name.clone(),
+                        reason,
+                    });
+                }
+            },
+        };
+        let fixed = match options.layout {
+            LayoutChoice::Fixed(layout) => Some(layout),
+            LayoutChoice::Auto => None,
+        };
+        let layout = match location.layout.or(fixed).or(manifest_layout) {
+            Some(layout) => layout,
+            None => {
+                detect_layout(&spec.name, &location, store.as_ref(), &root, shape.as_ref()).await?
+            }
+        };
+        let mut object = ObjectNeuronStore::new(store, root, layout).with_location(&spec.uri);
+        if remote {
+            object = object.with_read_deadline(options.storage.read_deadline());
+        }
+        if !location.backend.can_list() {
+            object = object.without_listing("a plain web server cannot list its files");
+        }
+        let mut neurons: Arc<dyn NeuronStore> =
+            Arc::new(CachedStore::new(Arc::new(object), options.cache));
+        if let Some(shape) = &shape {
+            neurons = Arc::new(ShapedStore::new(neurons, shape.clone()));
+        }
+        tracing::info!(
+            dataset = %spec.name,
+            backend = %location.backend,
+            prefix = %location.prefix,
+            %layout,
+            shape = %shape.as_ref().map_or_else(|| "listed from the store".to_string(), Shape::to_string),
+            "dataset opened"
+        );
         Ok(Dataset {
             name: spec.name.clone(),
             uri: spec.uri.clone(),
             layout,
-            store: Arc::new(ObjectNeuronStore::new(store, root, layout)),
+            shape,
+            store: neurons,
         })
     }
 }
 
-async fn object_store_for(spec: &DatasetSpec) -> Result<Arc<dyn ObjectStore>, ConfigError> {
-    let unsupported = |reason: &str| ConfigError::UnsupportedUri {
-        name: spec.name.clone(),
-        uri: spec.uri.clone(),
-        reason: reason.to_string(),
+/// Lists the store at `uri` and returns its shape and layout, as `manifest.json` records them.
+/// A shape that the URI or an existing manifest declares is ignored: listing is the point.
+pub async fn list_shape(uri: &str, options: &OpenOptions) -> Result<(Shape, Layout), ConfigError> {
+    use futures::{StreamExt, TryStreamExt};
+
+    let spec = DatasetSpec {
+        name: "manifest".to_string(),
+        uri: uri.to_string(),
     };
-    let uri = spec.uri.as_str();
-    if uri == BUNDLED_URI {
-        let store = InMemory::new();
-        for (path, bytes) in BUNDLED_FILES {
-            object_store::ObjectStoreExt::put(
-                &store,
+    let dataset = Dataset::open_with(&spec, options, false).await?;
+    let listing_failed = |source| ConfigError::Listing {
+        uri: uri.to_string(),
+        source,
+    };
+    let layers = dataset.store.layers().await.map_err(listing_failed)?;
+    let store = &dataset.store;
+    let listed: Vec<(u32, Vec<u32>)> = futures::stream::iter(layers)
+        .map(|layer| async move { Ok((layer, store.neurons(layer).await?)) })
+        .buffered(8)
+        .try_collect()
+        .await
+        .map_err(listing_failed)?;
+    Ok((Shape::from_listing(listed), dataset.layout))
+}
+
+async fn bundled_store() -> Arc<dyn ObjectStore> {
+    let store = InMemory::new();
+    for (path, bytes) in BUNDLED_FILES {
+        store
+            .put(
                 &Path::from(*path),
                 object_store::PutPayload::from_static(bytes),
             )
             .await
             .expect("an in-memory put cannot fail");
+    }
+    Arc::new(store)
+}
+
+/// Reads `manifest.json` at the root: `Ok(None)` if there is none.
+async fn read_manifest(
+    store: &dyn ObjectStore,
+    root: &Path,
+) -> Result<Option<(Shape, Option<Layout>)>, String> {
+    let path = root.clone().join(MANIFEST_FILE);
+    let bytes = match store.get(&path).await {
+        Ok(found) => found.bytes().await,
+        Err(e) => Err(e),
+    };
+    match bytes {
+        Ok(bytes) => Shape::from_manifest(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{path}: {e}")),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(format!("reading {path} failed: {e}")),
+    }
+}
+
+/// Tells the layouts apart by listing the root, or by probing for the shape's first neuron
+/// where listing is refused.
+async fn detect_layout(
+    name: &str,
+    location: &Location,
+    store: &dyn ObjectStore,
+    root: &Path,
+    shape: Option<&Shape>,
+) -> Result<Layout, ConfigError> {
+    if location.backend.can_list() {
+        match ObjectNeuronStore::detect_layout(store, root).await {
+            Ok(Some(layout)) => return Ok(layout),
+            Ok(None) => {}
+            Err(StoreError::NotFound { .. } | StoreError::Denied { .. }) => {}
+            Err(source) => {
+                return Err(ConfigError::Detect {
+                    name: name.to_string(),
+                    source,
+                });
+            }
         }
-        return Ok(Arc::new(store));
     }
-    let directory = if uri.starts_with("file:") {
-        url::Url::parse(uri)
-            .ok()
-            .and_then(|url| url.to_file_path().ok())
-            .ok_or_else(|| unsupported("expected file:///absolute/path"))?
-    } else if uri.contains("://") {
-        return Err(unsupported(
-            "this server reads local directories (/path or file:///path) and the bundled sample",
-        ));
-    } else {
-        PathBuf::from(uri)
-    };
-    let directory_error = |reason: String| ConfigError::Directory {
-        name: spec.name.clone(),
-        path: directory.clone(),
-        reason,
-    };
-    let canonical = directory
-        .canonicalize()
-        .map_err(|e| directory_error(e.to_string()))?;
-    if !canonical.is_dir() {
-        return Err(directory_error("not a directory".to_string()));
+    if let Some((layer, neuron)) = shape.and_then(Shape::first_neuron) {
+        let key = crate::neuron::NeuronKey::new(layer, neuron);
+        for layout in [Layout::Flat, Layout::Neurons] {
+            if store.head(&layout.neuron_path(root, key)).await.is_ok() {
+                return Ok(layout);
+            }
+        }
     }
-    let store =
-        LocalFileSystem::new_with_prefix(&canonical).map_err(|e| directory_error(e.to_string()))?;
-    Ok(Arc::new(store))
+    tracing::warn!(
+        dataset = %name,
+        "found no layer directories and no neuron of a declared shape below the root; \
+         assuming the flat layout"
+    );
+    Ok(Layout::Flat)
 }
 
 /// Every dataset of a server; the first is the default.
@@ -176,8 +320,9 @@ pub struct Datasets {
 }
 
 impl Datasets {
-    /// Opens each spec in order; with none, the bundled sample.
-    pub async fn open(specs: &[DatasetSpec], layout: LayoutChoice) -> Result<Self, ConfigError> {
+    /// Opens each spec in order; with none, the bundled sample. The cache budget is shared
+    /// out evenly between the datasets.
+    pub async fn open(specs: &[DatasetSpec], options: &OpenOptions) -> Result<Self, ConfigError> {
         let bundled = [DatasetSpec {
             name: BUNDLED_NAME.to_string(),
             uri: BUNDLED_URI.to_string(),
@@ -187,9 +332,11 @@ impl Datasets {
         } else {
             specs
         };
+        let mut options = *options;
+        options.cache.max_bytes /= specs.len() as u64;
         let mut entries = Vec::with_capacity(specs.len());
         for spec in specs {
-            entries.push(Dataset::open(spec, layout).await?);
+            entries.push(Dataset::open(spec, &options).await?);
         }
         Self::new(entries)
     }
@@ -251,6 +398,13 @@ mod tests {
     use super::*;
     use crate::neuron::NeuronKey;
 
+    fn fixed(layout: Layout) -> OpenOptions {
+        OpenOptions {
+            layout: LayoutChoice::Fixed(layout),
+            ..OpenOptions::default()
+        }
+    }
+
     fn spec(name: &str, uri: &str) -> DatasetSpec {
         DatasetSpec {
             name: name.into(),
@@ -272,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_dataset_serves_the_bundled_sample() {
-        let datasets = Datasets::open(&[], LayoutChoice::Auto).await.unwrap();
+        let datasets = Datasets::open(&[], &OpenOptions::default()).await.unwrap();
         let sample = datasets.get("").unwrap();
         assert_eq!(sample.name, BUNDLED_NAME);
         assert_eq!(sample.layout, Layout::Flat);
@@ -286,15 +440,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("neurons/3")).unwrap();
         let path = dir.path().to_str().unwrap();
-        let by_path = Dataset::open(&spec("a", path), LayoutChoice::Auto)
+        let by_path = Dataset::open(&spec("a", path), &OpenOptions::default())
             .await
             .unwrap();
         assert_eq!(by_path.layout, Layout::Neurons);
-        let by_url = Dataset::open(&spec("b", &format!("file://{path}")), LayoutChoice::Auto)
-            .await
-            .unwrap();
+        let by_url = Dataset::open(
+            &spec("b", &format!("file://{path}")),
+            &OpenOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(by_url.store.layers().await.unwrap(), vec![3]);
-        let forced = Dataset::open(&spec("c", path), LayoutChoice::Fixed(Layout::Flat))
+        let forced = Dataset::open(&spec("c", path), &fixed(Layout::Flat))
             .await
             .unwrap();
         assert_eq!(forced.layout, Layout::Flat);
@@ -302,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_locations_fail_at_startup_naming_the_dataset() {
-        let missing = Dataset::open(&spec("gone", "/no/such/dir"), LayoutChoice::Auto)
+        let missing = Dataset::open(&spec("gone", "/no/such/dir"), &OpenOptions::default())
             .await
             .unwrap_err();
         assert!(
@@ -310,7 +467,7 @@ mod tests {
             "{missing}"
         );
         assert!(missing.to_string().contains("\"gone\""), "{missing}");
-        let scheme = Dataset::open(&spec("x", "ftp://host/data"), LayoutChoice::Auto)
+        let scheme = Dataset::open(&spec("x", "ftp://host/data"), &OpenOptions::default())
             .await
             .unwrap_err();
         assert!(
@@ -321,7 +478,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_dataset_lists_the_known_ones() {
-        let datasets = Datasets::open(&[], LayoutChoice::Auto).await.unwrap();
+        let datasets = Datasets::open(&[], &OpenOptions::default()).await.unwrap();
         let err = datasets.get("nope").unwrap_err();
         assert!(err.to_string().contains(BUNDLED_NAME), "{err}");
     }
@@ -329,7 +486,9 @@ mod tests {
     #[tokio::test]
     async fn duplicate_dataset_names_are_refused() {
         let same = [spec("a", BUNDLED_URI), spec("a", BUNDLED_URI)];
-        let err = Datasets::open(&same, LayoutChoice::Auto).await.unwrap_err();
+        let err = Datasets::open(&same, &OpenOptions::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ConfigError::DuplicateName { .. }), "{err}");
     }
 }

@@ -10,9 +10,13 @@
 //! - [`neuron`]: `NeuronKey`, `max_activation` and the summary of a record.
 //! - [`layout`]: where a dataset keeps each neuron's file (flat or `neurons/`).
 //! - [`page_token`]: the opaque `ListNeurons` page tokens.
+//! - [`shape`]: a dataset's declared layers and neurons (`?layers=&neurons=`, `manifest.json`).
 //!
 //! I/O and serving:
-//! - [`store`]: the `NeuronStore` trait and its `object_store`-backed implementation.
+//! - [`location`]: dataset URIs and the `object_store` backend each opens (local, Azure, S3,
+//!   GCS, plain HTTP), with timeouts and retries.
+//! - [`store`]: the `NeuronStore` trait, its `object_store`-backed implementation, and the
+//!   wrappers that cache and answer listings from a declared shape.
 //! - [`dataset`]: named datasets opened from `NAME=URI` settings.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
@@ -22,11 +26,13 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod layout;
+pub mod location;
 pub mod neuron;
 pub mod neuron_json;
 pub mod page_token;
 pub mod server;
 pub mod service;
+pub mod shape;
 pub mod splits;
 pub mod store;
 

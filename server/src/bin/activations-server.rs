@@ -23,7 +23,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let datasets = Datasets::open(&config.datasets, config.layout).await?;
+    let datasets = Datasets::open(&config.datasets, &config.open_options()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -5,7 +5,9 @@
 //! the same crate). Wrappers such as a cache implement the same trait, so the service never
 //! knows which it has.
 
+mod cache;
 mod object;
+mod shaped;
 
 use std::sync::Arc;
 
@@ -14,7 +16,9 @@ use async_trait::async_trait;
 
 use crate::{neuron::NeuronKey, neuron_json::ParseError};
 
+pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use object::ObjectNeuronStore;
+pub use shaped::ShapedStore;
 
 /// A source of neuron records, addressed by layer and neuron index.
 #[async_trait]
@@ -74,7 +78,10 @@ pub enum StoreError {
 
     /// The store cannot list its contents (a plain web server, an anonymous blob container)
     /// and the dataset declares no shape.
-    #[error("{location} cannot be listed ({reason})")]
+    #[error(
+        "{location} cannot be listed ({reason}); declare the dataset's shape with \
+         ?layers=L&neurons=N in its URI, or put a manifest.json at its root"
+    )]
     ListingUnavailable { location: String, reason: String },
 
     /// A bug in this server, not a property of the data or the store.
@@ -95,10 +102,63 @@ impl StoreError {
                 path,
                 source: Arc::new(error),
             },
-            source => StoreError::Unavailable {
-                path,
-                source: Arc::new(source),
+            // Some requests (listings) report every HTTP failure as `Generic`.
+            source => match http_status(&source) {
+                Some(401 | 403) => StoreError::Denied {
+                    path,
+                    source: Arc::new(source),
+                },
+                Some(404) => StoreError::NotFound { path },
+                _ => StoreError::Unavailable {
+                    path,
+                    source: Arc::new(source),
+                },
             },
         }
+    }
+}
+
+/// The HTTP status an `object_store` error reports, if any. `object_store` maps 401, 403 and
+/// 404 to their own variants for reads but not for listings, and its error type that carries
+/// the status cannot be named outside the crate; the status is in its message, in the form
+/// "status code: 403 Forbidden".
+fn http_status(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    const MARKER: &str = "status code: ";
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let message = error.to_string();
+        if let Some(at) = message.find(MARKER) {
+            let digits = message[at + MARKER.len()..].get(..3)?;
+            return digits.parse().ok();
+        }
+        current = error.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: message.into(),
+        }
+    }
+
+    #[test]
+    fn listing_failures_are_classified_by_their_http_status() {
+        let path = object_store::path::Path::from("data");
+        let classify = |message: &str| StoreError::from_object_store(&path, generic(message));
+        let forbidden = "Error performing list request: Error performing GET http://h/c in 3ms - \
+                         Server returned non-2xx status code: 403 Forbidden: <Error/>";
+        assert!(matches!(classify(forbidden), StoreError::Denied { .. }));
+        let missing = "Server returned non-2xx status code: 404 Not Found: ";
+        assert!(matches!(classify(missing), StoreError::NotFound { .. }));
+        let busy = "Server returned non-2xx status code: 503 Service Unavailable: ";
+        assert!(matches!(classify(busy), StoreError::Unavailable { .. }));
+        let reset = "error sending request: connection reset by peer";
+        assert!(matches!(classify(reset), StoreError::Unavailable { .. }));
     }
 }

@@ -1,6 +1,6 @@
 //! [`NeuronStore`] over an `object_store` backend.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use activations_proto::pb;
 use async_trait::async_trait;
@@ -19,15 +19,44 @@ pub struct ObjectNeuronStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
     layout: Layout,
+    /// Names the store in errors (the dataset's URI).
+    location: String,
+    /// Why listing is impossible, for stores that cannot list (plain web servers).
+    no_listing: Option<String>,
+    /// Bound on one read, retries included.
+    read_deadline: Option<Duration>,
 }
 
 impl ObjectNeuronStore {
     pub fn new(store: Arc<dyn ObjectStore>, root: Path, layout: Layout) -> Self {
+        let location = format!("/{root}");
         ObjectNeuronStore {
             store,
             root,
             layout,
+            location,
+            no_listing: None,
+            read_deadline: None,
         }
+    }
+
+    /// Names the store as `location` (e.g. the dataset URI) in errors.
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = location.into();
+        self
+    }
+
+    /// Marks the store as unable to list: `layers` and `neurons` then fail with
+    /// [`StoreError::ListingUnavailable`] giving `reason`, without asking the store.
+    pub fn without_listing(mut self, reason: impl Into<String>) -> Self {
+        self.no_listing = Some(reason.into());
+        self
+    }
+
+    /// Fails a neuron read that takes longer than `deadline` as unavailable.
+    pub fn with_read_deadline(mut self, deadline: Duration) -> Self {
+        self.read_deadline = Some(deadline);
+        self
     }
 
     /// Detects the layout by listing the root: `None` if the root has neither numeric layer
@@ -56,14 +85,58 @@ async fn list_dir(store: &dyn ObjectStore, dir: &Path) -> Result<ListResult, Sto
         .map_err(|e| StoreError::from_object_store(dir, e))
 }
 
+impl ObjectNeuronStore {
+    /// Lists `dir`, turning a refused listing (anonymous access, a missing container) into
+    /// [`StoreError::ListingUnavailable`]: the files may still be readable one by one.
+    async fn list(&self, dir: &Path) -> Result<ListResult, StoreError> {
+        if let Some(reason) = &self.no_listing {
+            return Err(StoreError::ListingUnavailable {
+                location: self.location.clone(),
+                reason: reason.clone(),
+            });
+        }
+        list_dir(self.store.as_ref(), dir)
+            .await
+            .map_err(|e| match e {
+                StoreError::Denied { source, .. } => StoreError::ListingUnavailable {
+                    location: self.location.clone(),
+                    reason: format!("the store refused to list it: {source}"),
+                },
+                StoreError::NotFound { .. } => StoreError::ListingUnavailable {
+                    location: self.location.clone(),
+                    reason: "the store answered \"not found\" to a listing; anonymous readers \
+                             of a container that allows only blob access get this answer"
+                        .to_string(),
+                },
+                other => other,
+            })
+    }
+
+    async fn read(&self, path: &Path) -> Result<bytes::Bytes, StoreError> {
+        let read = async { self.store.get(path).await?.bytes().await };
+        let Some(deadline) = self.read_deadline else {
+            return read
+                .await
+                .map_err(|e| StoreError::from_object_store(path, e));
+        };
+        match tokio::time::timeout(deadline, read).await {
+            Ok(result) => result.map_err(|e| StoreError::from_object_store(path, e)),
+            Err(_) => Err(StoreError::Unavailable {
+                path: path.to_string(),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no complete answer within {deadline:?}"),
+                )),
+            }),
+        }
+    }
+}
+
 #[async_trait]
 impl NeuronStore for ObjectNeuronStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError> {
         let path = self.layout.neuron_path(&self.root, key);
-        let read = async { self.store.get(&path).await?.bytes().await };
-        let bytes = read
-            .await
-            .map_err(|e| StoreError::from_object_store(&path, e))?;
+        let bytes = self.read(&path).await?;
         // Parsing a 230 KB file takes milliseconds: keep it off the async workers.
         match tokio::task::spawn_blocking(move || neuron_json::parse_neuron_record(&bytes)).await {
             Ok(Ok(record)) => Ok(Arc::new(record)),
@@ -88,7 +161,7 @@ impl NeuronStore for ObjectNeuronStore {
     }
 
     async fn layers(&self) -> Result<Vec<u32>, StoreError> {
-        let listing = list_dir(self.store.as_ref(), &self.layout.layers_dir(&self.root)).await?;
+        let listing = self.list(&self.layout.layers_dir(&self.root)).await?;
         let mut layers: Vec<u32> = listing
             .common_prefixes
             .iter()
@@ -101,7 +174,7 @@ impl NeuronStore for ObjectNeuronStore {
 
     async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
         let dir = self.layout.layer_dir(&self.root, layer);
-        let listing = list_dir(self.store.as_ref(), &dir).await?;
+        let listing = self.list(&dir).await?;
         if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
             return Err(StoreError::NotFound {
                 path: dir.to_string(),
