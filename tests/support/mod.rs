@@ -1,14 +1,28 @@
 //! Shared helpers of the end-to-end tests: a real server on `127.0.0.1:0`, datasets written to
-//! temporary directories, and the external tools (grpcurl, the Python reference loader).
+//! temporary directories, the external tools (grpcurl, the Python reference loader), and the
+//! storage the datasets are served from (the Azurite emulator, plain and fault-injecting HTTP
+//! servers).
 
+pub mod azurite;
+pub mod conformance;
 pub mod fixtures;
+pub mod http;
 pub mod tools;
 
 use std::{net::SocketAddr, path::Path};
 
 use activations_client::ActivationsClient;
-use activations_server::{DatasetSpec, Datasets, layout::LayoutChoice, server::ServeError};
+use activations_server::{
+    DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, server::ServeError,
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// Installs rustls' `ring` crypto provider as the process default, as the server does before
+/// it opens a remote store: `reqwest` and `object_store` clients are built without a provider
+/// of their own. Idempotent; call it before building such a client.
+pub fn install_tls_provider() {
+    activations_server::location::install_tls_provider();
+}
 
 /// A server running in this process on an ephemeral port.
 #[derive(Debug)]
@@ -73,13 +87,19 @@ pub async fn open_datasets(specs: &[(&str, &Path)], layout: LayoutChoice) -> Dat
             uri: dir.to_str().expect("utf-8 temp path").to_string(),
         })
         .collect();
-    Datasets::open(&specs, layout).await.expect("open datasets")
+    let options = OpenOptions {
+        layout,
+        ..OpenOptions::default()
+    };
+    Datasets::open(&specs, &options)
+        .await
+        .expect("open datasets")
 }
 
 /// Serves the bundled sample, as `activations-server` does without `--dataset`.
 pub async fn serve_bundled() -> TestServer {
     start_server(
-        Datasets::open(&[], LayoutChoice::Auto)
+        Datasets::open(&[], &OpenOptions::default())
             .await
             .expect("open the bundled sample"),
     )
@@ -89,4 +109,28 @@ pub async fn serve_bundled() -> TestServer {
 /// Serves one directory as the default dataset, layout detected.
 pub async fn serve_dir(name: &str, dir: &Path) -> TestServer {
     start_server(open_datasets(&[(name, dir)], LayoutChoice::Auto).await).await
+}
+
+/// Serves `(name, uri)` datasets, as `activations-server --dataset name=uri` does, with the
+/// given storage timeouts and retries; the first is the default.
+pub async fn serve_uris(
+    specs: &[(&str, &str)],
+    storage: activations_server::location::StorageOptions,
+) -> TestServer {
+    install_tls_provider();
+    let specs: Vec<DatasetSpec> = specs
+        .iter()
+        .map(|(name, uri)| DatasetSpec {
+            name: name.to_string(),
+            uri: uri.to_string(),
+        })
+        .collect();
+    let options = OpenOptions {
+        storage,
+        ..OpenOptions::default()
+    };
+    let datasets = Datasets::open(&specs, &options)
+        .await
+        .unwrap_or_else(|e| panic!("opening {specs:?}: {e}"));
+    start_server(datasets).await
 }
