@@ -113,13 +113,22 @@ impl ObjectNeuronStore {
     }
 
     async fn read(&self, path: &Path) -> Result<bytes::Bytes, StoreError> {
-        let read = async { self.store.get(path).await?.bytes().await };
+        self.bounded(path, async { self.store.get(path).await?.bytes().await })
+            .await
+    }
+
+    /// Runs one storage call on `path`, failing it as unavailable past the read deadline.
+    async fn bounded<T>(
+        &self,
+        path: &Path,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
         let Some(deadline) = self.read_deadline else {
-            return read
+            return call
                 .await
                 .map_err(|e| StoreError::from_object_store(path, e));
         };
-        match tokio::time::timeout(deadline, read).await {
+        match tokio::time::timeout(deadline, call).await {
             Ok(result) => result.map_err(|e| StoreError::from_object_store(path, e)),
             Err(_) => Err(StoreError::Unavailable {
                 path: path.to_string(),
@@ -153,10 +162,10 @@ impl NeuronStore for ObjectNeuronStore {
 
     async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
         let path = self.layout.neuron_path(&self.root, key);
-        match self.store.head(&path).await {
+        match self.bounded(&path, self.store.head(&path)).await {
             Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(StoreError::from_object_store(&path, e)),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
