@@ -3,7 +3,7 @@
 //!
 //! The descriptor set is also written to `OUT_DIR` and embedded by `src/lib.rs`, so server
 //! reflection describes exactly what was compiled. It includes `google/rpc/error_details.proto`
-//! so grpcurl can decode the rich error details the server sends.
+//! and `google/rpc/status.proto`, so grpcurl can decode the rich error details the server sends.
 
 use std::{env, fs, path::PathBuf};
 
@@ -12,6 +12,7 @@ use protox::prost::Message as _;
 const PROTOS: &[&str] = &[
     "neuron_explainer/activations/v1/activations.proto",
     "google/rpc/error_details.proto",
+    "google/rpc/status.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

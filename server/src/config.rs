@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 
 use crate::{
+    bulk::BulkSettings,
     dataset::{DatasetSpec, OpenOptions},
     layout::LayoutChoice,
     location::StorageOptions,
@@ -74,12 +75,29 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_STORAGE_RETRY_BUDGET", default_value = "20s", value_parser = humantime::parse_duration)]
     pub storage_retry_budget: Duration,
 
+    /// Neurons a `StreamNeuronSplits` call reads ahead of its client.
+    #[arg(long, env = "ACTIVATIONS_BULK_READ_AHEAD", default_value_t = BulkSettings::DEFAULT.read_ahead)]
+    pub bulk_read_ahead: usize,
+
+    /// Most neurons a `StreamNeuronSplits` request may list explicitly.
+    #[arg(long, env = "ACTIVATIONS_BULK_MAX_LISTED", default_value_t = BulkSettings::DEFAULT.max_listed_neurons)]
+    pub bulk_max_listed: usize,
+
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
     #[arg(long, env = "ACTIVATIONS_LOG", default_value = "info")]
     pub log: String,
 }
 
 impl Config {
+    /// The limits of `StreamNeuronSplits`.
+    pub fn bulk_settings(&self) -> BulkSettings {
+        BulkSettings {
+            read_ahead: self.bulk_read_ahead.max(1),
+            max_listed_neurons: self.bulk_max_listed,
+            ..BulkSettings::DEFAULT
+        }
+    }
+
     /// The settings every dataset is opened with.
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {

@@ -19,9 +19,11 @@
 //!   wrappers that cache and answer listings from a declared shape.
 //! - [`dataset`]: named datasets opened from `NAME=URI` settings.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
+//! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
 //! - [`config`]: the command line and environment of `activations-server`.
 
+pub mod bulk;
 pub mod config;
 pub mod dataset;
 pub mod error;

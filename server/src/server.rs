@@ -31,6 +31,15 @@ pub async fn run(
     datasets: Datasets,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    run_service(listener, ActivationsService::new(datasets), shutdown).await
+}
+
+/// [`run`] with a service whose settings are already chosen.
+pub async fn run_service(
+    listener: TcpListener,
+    service: ActivationsService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ActivationServiceServer<ActivationsService>>()
@@ -51,7 +60,7 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let activations = ActivationServiceServer::new(ActivationsService::new(datasets))
+    let activations = ActivationServiceServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)

@@ -9,6 +9,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    bulk::BulkSettings,
     dataset::{Dataset, Datasets},
     error::{ServiceError, Subject},
     neuron::{self, NeuronKey},
@@ -20,11 +21,21 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ActivationsService {
     datasets: Datasets,
+    bulk: BulkSettings,
 }
 
 impl ActivationsService {
     pub fn new(datasets: Datasets) -> Self {
-        ActivationsService { datasets }
+        ActivationsService {
+            datasets,
+            bulk: BulkSettings::DEFAULT,
+        }
+    }
+
+    /// Sets the limits of `StreamNeuronSplits`.
+    pub fn with_bulk_settings(mut self, bulk: BulkSettings) -> Self {
+        self.bulk = bulk;
+        self
     }
 
     async fn load(
@@ -50,20 +61,32 @@ fn neuron_key(neuron_id: Option<pb::NeuronId>) -> Result<NeuronKey, ServiceError
         .ok_or_else(|| ServiceError::invalid("neuron_id", "is required"))
 }
 
-fn split(value: i32) -> Result<Split, ServiceError> {
+/// A `Split` enum value of the request field `field`; SPLIT_UNSPECIFIED is refused.
+pub(crate) fn parse_split(field: &'static str, value: i32) -> Result<Split, ServiceError> {
     match pb::Split::try_from(value) {
         Ok(pb::Split::Train) => Ok(Split::Train),
         Ok(pb::Split::Calibration) => Ok(Split::Calibration),
         Ok(pb::Split::Valid) => Ok(Split::Valid),
         Ok(pb::Split::Test) => Ok(Split::Test),
         Ok(pb::Split::Unspecified) => Err(ServiceError::invalid(
-            "split",
+            field,
             "is required: one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST",
         )),
         Err(_) => Err(ServiceError::invalid(
-            "split",
+            field,
             format!("{value} is not a Split value (1 to 4)"),
         )),
+    }
+}
+
+impl From<Split> for pb::Split {
+    fn from(split: Split) -> Self {
+        match split {
+            Split::Train => pb::Split::Train,
+            Split::Calibration => pb::Split::Calibration,
+            Split::Valid => pb::Split::Valid,
+            Split::Test => pb::Split::Test,
+        }
     }
 }
 
@@ -98,7 +121,7 @@ impl ActivationService for ActivationsService {
         request: Request<pb::StreamActivationRecordsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
-        let split = split(request.split)?;
+        let split = parse_split("split", request.split)?;
         let n = request.slice_params.and_then(|p| p.n_examples_per_split);
         let (dataset, key, record) = self.load(&request.dataset, request.neuron_id).await?;
         let plan = SplitPlan::new(
@@ -125,6 +148,16 @@ impl ActivationService for ActivationsService {
             })
         });
         Ok(Response::new(Box::pin(futures::stream::iter(records))))
+    }
+
+    type StreamNeuronSplitsStream = crate::bulk::NeuronSplitsStream;
+
+    async fn stream_neuron_splits(
+        &self,
+        request: Request<pb::StreamNeuronSplitsRequest>,
+    ) -> Result<Response<Self::StreamNeuronSplitsStream>, Status> {
+        let stream = crate::bulk::stream(&self.datasets, &self.bulk, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn get_neuron_summary(

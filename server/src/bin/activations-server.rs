@@ -1,6 +1,6 @@
 //! `activations-server`: see `activations-server --help`.
 
-use activations_server::{config::Config, dataset::Datasets, server};
+use activations_server::{config::Config, dataset::Datasets, server, service::ActivationsService};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -28,7 +28,8 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, datasets = %datasets, "listening");
-    server::run(listener, datasets, shutdown_signal()).await?;
+    let service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
+    server::run_service(listener, service, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,504 @@
+//! `StreamNeuronSplits`: the requested splits of many neurons in one resumable stream.
+//!
+//! The selection becomes a lazy sequence of neurons; each is read and cut into its splits by a
+//! future, and at most [`BulkSettings::read_ahead`] of those futures run at once (`buffered`,
+//! which also keeps selection order). tonic polls the stream only when the connection can take
+//! more, so a slow client holds the server at `read_ahead` neurons in memory, not the
+//! selection. Dropping the stream (a cancelled call) drops the reads in flight.
+//!
+//! A neuron whose records exceed [`BulkSettings::message_bytes`] is sent in several messages;
+//! only the last carries the cursor, so a resumed stream never starts inside a neuron.
+
+use std::{pin::Pin, sync::Arc};
+
+use activations_proto::pb;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::Status;
+
+use crate::{
+    dataset::{Dataset, Datasets},
+    error::{ServiceError, Subject},
+    neuron::NeuronKey,
+    service::parse_split,
+    splits::{Source, Split, SplitPlan},
+    store::StoreError,
+};
+
+/// Limits of `StreamNeuronSplits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSettings {
+    /// Neurons read and cut ahead of the client, per stream.
+    pub read_ahead: usize,
+    /// A neuron's records are split over several messages beyond this many bytes.
+    pub message_bytes: usize,
+    /// Most neurons an explicit list may name.
+    pub max_listed_neurons: usize,
+}
+
+impl BulkSettings {
+    pub const DEFAULT: BulkSettings = BulkSettings {
+        read_ahead: 16,
+        message_bytes: 1 << 20,
+        max_listed_neurons: 100_000,
+    };
+}
+
+impl Default for BulkSettings {
+    fn default() -> Self {
+        BulkSettings::DEFAULT
+    }
+}
+
+/// The response stream of `StreamNeuronSplits`.
+pub type NeuronSplitsStream = Pin<Box<dyn Stream<Item = Result<pb::NeuronSplits, Status>> + Send>>;
+
+/// A single record larger than this cannot travel in a message a default client accepts (4 MiB).
+const MAX_RECORD_BYTES: usize = 3 << 20;
+
+/// Validates the request and returns the stream of its neurons' splits.
+pub async fn stream(
+    datasets: &Datasets,
+    settings: &BulkSettings,
+    request: pb::StreamNeuronSplitsRequest,
+) -> Result<NeuronSplitsStream, ServiceError> {
+    let dataset = datasets.get(&request.dataset)?.clone();
+    let splits = parse_splits(&request.splits)?;
+    let n = request
+        .slice_params
+        .as_ref()
+        .and_then(|p| p.n_examples_per_split);
+    let selection = Selection::parse(request.selection.as_ref(), settings)?;
+    let fingerprint = fingerprint(&dataset.name, &request);
+    let resume = match request.cursor.as_str() {
+        "" => None,
+        cursor => Some(Cursor::decode(cursor, fingerprint)?),
+    };
+    let keys = selection.keys(dataset.clone(), resume).await?;
+    let job = Arc::new(Job {
+        dataset,
+        splits,
+        n,
+        fingerprint,
+        message_bytes: settings.message_bytes.max(1),
+    });
+    let messages = keys
+        .map(move |item| {
+            let job = job.clone();
+            async move {
+                let (position, key) = item?;
+                job.neuron(position, key).await
+            }
+        })
+        .buffered(settings.read_ahead.max(1))
+        .map_ok(|messages| futures::stream::iter(messages.into_iter().map(Ok::<_, ServiceError>)))
+        .try_flatten()
+        .map_err(Status::from);
+    Ok(Box::pin(stop_after_error(messages)))
+}
+
+/// Ends a stream after its first error, so nothing follows a failure.
+fn stop_after_error<T: Send, E: Send>(
+    stream: impl Stream<Item = Result<T, E>> + Send,
+) -> impl Stream<Item = Result<T, E>> + Send {
+    stream.scan(false, |failed, item| {
+        let out = if *failed {
+            None
+        } else {
+            *failed = item.is_err();
+            Some(item)
+        };
+        futures::future::ready(out)
+    })
+}
+
+fn parse_splits(values: &[i32]) -> Result<Vec<Split>, ServiceError> {
+    if values.is_empty() {
+        return Err(ServiceError::invalid(
+            "splits",
+            "name at least one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST",
+        ));
+    }
+    let mut splits = Vec::with_capacity(values.len());
+    for &value in values {
+        let split = parse_split("splits", value)?;
+        if splits.contains(&split) {
+            return Err(ServiceError::invalid(
+                "splits",
+                format!("{split} is named twice"),
+            ));
+        }
+        splits.push(split);
+    }
+    Ok(splits)
+}
+
+/// The neurons of a request, before resuming.
+#[derive(Debug)]
+enum Selection {
+    List(Vec<NeuronKey>),
+    /// Layers and neurons with a known end: every pair is read.
+    Block {
+        layers: std::ops::Range<u32>,
+        neurons: std::ops::Range<u32>,
+    },
+    /// Layers, and each layer's listed neurons from `neuron_start` on.
+    Listed {
+        layers: std::ops::Range<u32>,
+        neuron_start: u32,
+    },
+}
+
+/// A neuron's place in the selection, and the neuron.
+type Keyed = Result<(u64, NeuronKey), ServiceError>;
+
+impl Selection {
+    fn parse(
+        selection: Option<&pb::NeuronSelection>,
+        settings: &BulkSettings,
+    ) -> Result<Selection, ServiceError> {
+        use pb::neuron_selection::Selection as Pb;
+        match selection.and_then(|s| s.selection.as_ref()) {
+            None => Err(ServiceError::invalid(
+                "selection",
+                "is required: a list of neuron_ids or a range",
+            )),
+            Some(Pb::Neurons(list)) => {
+                if list.neuron_ids.len() > settings.max_listed_neurons {
+                    return Err(ServiceError::invalid(
+                        "selection.neurons",
+                        format!(
+                            "names {} neurons; at most {} per request (use a range, or split \
+                             the list over several requests)",
+                            list.neuron_ids.len(),
+                            settings.max_listed_neurons
+                        ),
+                    ));
+                }
+                Ok(Selection::List(
+                    list.neuron_ids.iter().map(NeuronKey::from).collect(),
+                ))
+            }
+            Some(Pb::Range(range)) => {
+                if range.layer_start > range.layer_end {
+                    return Err(ServiceError::invalid(
+                        "selection.range",
+                        format!(
+                            "layer_start {} is after layer_end {}",
+                            range.layer_start, range.layer_end
+                        ),
+                    ));
+                }
+                let layers = range.layer_start..range.layer_end;
+                match range.neuron_end {
+                    Some(end) if range.neuron_start > end => Err(ServiceError::invalid(
+                        "selection.range",
+                        format!(
+                            "neuron_start {} is after neuron_end {end}",
+                            range.neuron_start
+                        ),
+                    )),
+                    Some(end) => Ok(Selection::Block {
+                        layers,
+                        neurons: range.neuron_start..end,
+                    }),
+                    None => Ok(Selection::Listed {
+                        layers,
+                        neuron_start: range.neuron_start,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The neurons to serve, in selection order, after the cursor's neuron when resuming.
+    async fn keys(
+        self,
+        dataset: Arc<Dataset>,
+        resume: Option<Cursor>,
+    ) -> Result<Pin<Box<dyn Stream<Item = Keyed> + Send>>, ServiceError> {
+        // Lists resume by position (a list may repeat neurons); ranges by neuron, which is
+        // ascending in a range.
+        let first = resume.as_ref().map_or(0, |c| c.position + 1);
+        let after = resume.map(|c| c.neuron);
+        let past = move |key: NeuronKey| after.is_none_or(|after| key > after);
+        // A block resumes by position too: its order is fixed by arithmetic.
+        match self {
+            Selection::List(keys) => {
+                let keyed = keys
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, key)| Ok((i as u64, key)))
+                    .skip(first as usize);
+                Ok(Box::pin(futures::stream::iter(keyed)))
+            }
+            Selection::Block { layers, neurons } => {
+                let per_layer = u64::from(neurons.end - neurons.start);
+                let total = u64::from(layers.end - layers.start) * per_layer;
+                let keyed = (first..total).map(move |i| {
+                    // i < total, so both quotient and remainder fit their u32 ranges.
+                    let layer = layers.start + (i / per_layer) as u32;
+                    let neuron = neurons.start + (i % per_layer) as u32;
+                    Ok((i, NeuronKey::new(layer, neuron)))
+                });
+                Ok(Box::pin(futures::stream::iter(keyed)))
+            }
+            Selection::Listed {
+                layers,
+                neuron_start,
+            } => {
+                let all_layers = dataset
+                    .store
+                    .layers()
+                    .await
+                    .map_err(|e| ServiceError::store(&dataset.name, Subject::Layers, e))?;
+                let wanted: Vec<u32> = all_layers
+                    .into_iter()
+                    .filter(|layer| layers.contains(layer))
+                    .filter(|&layer| after.is_none_or(|after| layer >= after.layer))
+                    .collect();
+                let keyed = futures::stream::iter(wanted)
+                    .then(move |layer| {
+                        let dataset = dataset.clone();
+                        async move {
+                            match dataset.store.neurons(layer).await {
+                                Ok(neurons) => Ok(neurons),
+                                // Listed, then gone: nothing to serve in it.
+                                Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
+                                Err(e) => Err(ServiceError::store(
+                                    &dataset.name,
+                                    Subject::Layer(layer),
+                                    e,
+                                )),
+                            }
+                            .map(|neurons| {
+                                neurons
+                                    .into_iter()
+                                    .filter(|&n| n >= neuron_start)
+                                    .map(move |n| NeuronKey::new(layer, n))
+                                    .filter(|&key| past(key))
+                                    .collect::<Vec<_>>()
+                            })
+                        }
+                    })
+                    .map_ok(|keys| {
+                        futures::stream::iter(keys.into_iter().map(Ok::<_, ServiceError>))
+                    })
+                    .try_flatten()
+                    .enumerate()
+                    .map(move |(i, item)| item.map(|key| (first + i as u64, key)));
+                Ok(Box::pin(keyed))
+            }
+        }
+    }
+}
+
+/// What every neuron of one stream is cut into.
+#[derive(Debug)]
+struct Job {
+    dataset: Arc<Dataset>,
+    splits: Vec<Split>,
+    n: Option<u32>,
+    fingerprint: u64,
+    message_bytes: usize,
+}
+
+impl Job {
+    /// The messages of one neuron: its splits, or its error. Errors that concern the stream
+    /// rather than the neuron (storage unavailable, a bug) are returned as `Err`.
+    async fn neuron(
+        &self,
+        position: u64,
+        key: NeuronKey,
+    ) -> Result<Vec<pb::NeuronSplits>, ServiceError> {
+        let cursor = Cursor {
+            fingerprint: self.fingerprint,
+            position,
+            neuron: key,
+        }
+        .encode();
+        let failed = |error: ServiceError| pb::NeuronSplits {
+            neuron_id: Some(key.into()),
+            splits: Vec::new(),
+            error: Some(rpc_status(Status::from(error))),
+            continues: false,
+            cursor: cursor.clone(),
+        };
+        let record = match self.dataset.store.neuron(key).await {
+            Ok(record) => record,
+            Err(e) if is_about_the_neuron(&e) => {
+                return Ok(vec![failed(ServiceError::store(
+                    &self.dataset.name,
+                    Subject::Neuron(key),
+                    e,
+                ))]);
+            }
+            Err(e) => {
+                return Err(ServiceError::store(
+                    &self.dataset.name,
+                    Subject::Neuron(key),
+                    e,
+                ));
+            }
+        };
+        let mut plans = Vec::with_capacity(self.splits.len());
+        for &split in &self.splits {
+            let plan = SplitPlan::new(
+                split,
+                self.n,
+                record.most_positive_activation_records.len(),
+                record.random_sample.len(),
+            );
+            match plan {
+                Ok(plan) => plans.push((split, plan)),
+                Err(detail) => {
+                    return Ok(vec![failed(ServiceError::NotEnoughRecords {
+                        dataset: self.dataset.name.clone(),
+                        neuron: key,
+                        detail,
+                    })]);
+                }
+            }
+        }
+        let mut messages = Vec::new();
+        let mut current = self.empty_message(key);
+        let mut size = 0;
+        for (i, (_, plan)) in plans.iter().enumerate() {
+            for (source, index) in plan.entries() {
+                let list = match source {
+                    Source::TopActivating => &record.most_positive_activation_records,
+                    Source::Random => &record.random_sample,
+                };
+                let entry = pb::SplitActivationRecord {
+                    record: Some(list[index].clone()),
+                    source: pb::RecordSource::from(source).into(),
+                    source_index: index as u32,
+                };
+                let len = entry.encoded_len();
+                if len > MAX_RECORD_BYTES {
+                    return Ok(vec![failed(ServiceError::invalid(
+                        "selection",
+                        format!(
+                            "record {index} of the {} records of {key} is {len} bytes, too \
+                             large for one message; read it with GetNeuronRecord",
+                            source.field_name()
+                        ),
+                    ))]);
+                }
+                if size > 0 && size + len > self.message_bytes {
+                    current.continues = true;
+                    messages.push(std::mem::replace(&mut current, self.empty_message(key)));
+                    size = 0;
+                }
+                size += len;
+                current.splits[i].records.push(entry);
+            }
+        }
+        current.cursor = cursor;
+        messages.push(current);
+        Ok(messages)
+    }
+
+    fn empty_message(&self, key: NeuronKey) -> pb::NeuronSplits {
+        pb::NeuronSplits {
+            neuron_id: Some(key.into()),
+            splits: self
+                .splits
+                .iter()
+                .map(|&split| pb::SplitRecords {
+                    split: pb::Split::from(split).into(),
+                    records: Vec::new(),
+                })
+                .collect(),
+            error: None,
+            continues: false,
+            cursor: String::new(),
+        }
+    }
+}
+
+/// Whether a storage error belongs to one neuron (sent in its message) rather than to the
+/// stream (which it ends, to be resumed).
+fn is_about_the_neuron(error: &StoreError) -> bool {
+    match error {
+        StoreError::NotFound { .. } | StoreError::Corrupt { .. } => true,
+        StoreError::Unavailable { .. }
+        | StoreError::Denied { .. }
+        | StoreError::ListingUnavailable { .. }
+        | StoreError::Internal { .. } => false,
+    }
+}
+
+/// A status as the `google.rpc.Status` message, details included.
+fn rpc_status(status: Status) -> tonic_types::Status {
+    tonic_types::Status::decode(status.details())
+        .ok()
+        .filter(|decoded| decoded.code == status.code() as i32)
+        .unwrap_or_else(|| tonic_types::Status {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+            details: Vec::new(),
+        })
+}
+
+/// Identifies a request's dataset, selection, splits and slice parameters: a cursor is only
+/// valid for the request it came from.
+fn fingerprint(dataset: &str, request: &pb::StreamNeuronSplitsRequest) -> u64 {
+    let canonical = pb::StreamNeuronSplitsRequest {
+        dataset: dataset.to_string(),
+        cursor: String::new(),
+        ..request.clone()
+    };
+    // FNV-1a: stable across builds and platforms, unlike the std hasher.
+    canonical
+        .encode_to_vec()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Where a stream stopped: the last neuron fully sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    fingerprint: u64,
+    position: u64,
+    neuron: NeuronKey,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "c1\n{:016x}\n{}\n{}\n{}",
+            self.fingerprint, self.position, self.neuron.layer, self.neuron.neuron
+        ))
+    }
+
+    fn decode(cursor: &str, fingerprint: u64) -> Result<Cursor, ServiceError> {
+        let malformed =
+            || ServiceError::invalid("cursor", "is not a cursor issued by StreamNeuronSplits");
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+        let parts: Vec<&str> = text.split('\n').collect();
+        let ["c1", hash, position, layer, neuron] = parts[..] else {
+            return Err(malformed());
+        };
+        let cursor = Cursor {
+            fingerprint: u64::from_str_radix(hash, 16).map_err(|_| malformed())?,
+            position: position.parse().map_err(|_| malformed())?,
+            neuron: NeuronKey::new(
+                layer.parse().map_err(|_| malformed())?,
+                neuron.parse().map_err(|_| malformed())?,
+            ),
+        };
+        if cursor.fingerprint != fingerprint {
+            return Err(ServiceError::invalid(
+                "cursor",
+                "belongs to a different request: resume with the same dataset, selection, \
+                 splits and slice_params as the stream that issued it",
+            ));
+        }
+        Ok(cursor)
+    }
+}
