@@ -14,6 +14,7 @@ use std::{net::SocketAddr, path::Path};
 use activations_client::ActivationsClient;
 use activations_server::{
     DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, server::ServeError,
+    service::ActivationsService,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -65,12 +66,21 @@ impl Drop for TestServer {
 
 /// Serves `datasets` on `127.0.0.1:0`.
 pub async fn start_server(datasets: Datasets) -> TestServer {
+    start_service(ActivationsService::new(datasets)).await
+}
+
+/// Serves a service with chosen settings on `127.0.0.1:0`.
+pub async fn start_service(service: ActivationsService) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(activations_server::run(listener, datasets, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(activations_server::server::run_service(
+        listener,
+        service,
+        async {
+            let _ = rx.await;
+        },
+    ));
     TestServer {
         addr,
         shutdown: Some(tx),
