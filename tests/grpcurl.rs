@@ -59,6 +59,7 @@ async fn grpcurl_lists_describes_checks_health_streams_and_shows_errors() {
     for rpc in [
         "GetNeuronRecord",
         "StreamActivationRecords",
+        "StreamNeuronSplits",
         "GetNeuronSummary",
         "NeuronExists",
         "ListLayers",
@@ -117,6 +118,29 @@ async fn grpcurl_lists_describes_checks_health_streams_and_shows_errors() {
             record["activations"].as_array().unwrap().len()
         );
     }
+
+    // The bulk stream: the bundled neuron, then a missing one whose error (a google.rpc.Status
+    // with its details) is part of the stream.
+    let bulk = r#"{"selection":{"neurons":{"neuron_ids":[{"layer_index":1,"neuron_index":1},{"layer_index":1,"neuron_index":2}]}},"splits":["SPLIT_TRAIN","SPLIT_VALID"],"slice_params":{"n_examples_per_split":5}}"#;
+    let neurons = json_values(&stdout(&run(
+        &addr,
+        &["-d", bulk],
+        &[&format!("{SERVICE}/StreamNeuronSplits")],
+    )));
+    assert_eq!(neurons.len(), 2, "{neurons:?}");
+    let splits = neurons[0]["splits"].as_array().unwrap();
+    assert_eq!(splits[0]["split"], "SPLIT_TRAIN");
+    assert_eq!(splits[0]["records"].as_array().unwrap().len(), 5);
+    assert_eq!(splits[1]["records"].as_array().unwrap().len(), 10);
+    assert!(neurons[0]["cursor"].as_str().is_some_and(|c| !c.is_empty()));
+    let error = &neurons[1]["error"];
+    assert_eq!(error["code"], 5, "NOT_FOUND: {error}");
+    assert!(
+        error["details"][0]["@type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("type.googleapis.com/google.rpc.")),
+        "details decoded through reflection: {error}"
+    );
 
     // An error: code, message and the rich details, decoded through reflection.
     let missing = r#"{"neuron_id":{"layer_index":1,"neuron_index":99}}"#;
