@@ -46,7 +46,11 @@ async fn setup() -> Setup {
     let web = FaultyHttpServer::start(files);
     let uri = format!("{}?layers=1&neurons={NEURONS}&layout=flat", web.url());
     let server = serve_uris(&[("faulty", &uri)], STORAGE).await;
-    let client = server.client().await;
+    // Without client retries, each call shows exactly what the server did.
+    let client = server
+        .client()
+        .await
+        .with_retry(activations_client::RetryPolicy::NONE);
     let bundled = serve_bundled().await;
     let expected = bundled
         .client()

@@ -1,21 +1,18 @@
 //! [`ActivationsClient`]: one method per RPC of `ActivationService`, plus the names of the
 //! Python module `neuron_explainer.activations.activations`.
 
-use std::time::Duration;
-
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId, Split, activation_service_client::ActivationServiceClient};
+use crate::retry;
+use crate::settings::{CallSettings, Compression};
 
 /// The largest response the client decodes. A neuron record of the public GPT-2 XL data is
 /// about 230 KB of JSON; this leaves room for much larger records without being unbounded.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
-
-/// How long [`ActivationsClient::connect`] waits for the TCP connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A stream of the records of one split, in the Python order. See
 /// [`ActivationsClient::stream_activation_records`].
@@ -46,6 +43,12 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 /// than wrapping the client in a lock. Every request names the dataset set with
 /// [`with_dataset`](Self::with_dataset) (by default the server's default dataset).
 ///
+/// [`connect`](Self::connect) opens a client with the default settings;
+/// [`builder`](Self::builder) chooses them: several servers, a deadline per call, retries,
+/// compression (see [`ClientBuilder`](crate::ClientBuilder)). Calls retry transient failures
+/// (`UNAVAILABLE`, a dropped connection) per the [`RetryPolicy`](crate::RetryPolicy), by default
+/// 3 attempts in all.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -62,16 +65,19 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ActivationsClient {
-    inner: ActivationServiceClient<Channel>,
-    dataset: String,
+    pub(crate) inner: ActivationServiceClient<Channel>,
+    pub(crate) dataset: String,
+    pub(crate) calls: CallSettings,
 }
 
 impl ActivationsClient {
-    /// Connects to the server at `url`, such as `http://127.0.0.1:50051`. An address without a
-    /// scheme, such as `127.0.0.1:50051`, is taken as `http://`.
+    /// Connects to the server at `url`, such as `http://127.0.0.1:50051`, with the default
+    /// settings: `ActivationsClient::builder().endpoint(url).connect()` (see
+    /// [`ClientBuilder`](crate::ClientBuilder)). An address without a scheme, such as
+    /// `127.0.0.1:50051`, is taken as `http://`.
     ///
     /// Fails with [`Error::InvalidEndpoint`] when `url` is not a URI, and with
-    /// [`Error::Connect`] when the server cannot be reached.
+    /// [`Error::Connect`] when the server cannot be reached (after the default 3 attempts).
     ///
     /// # Examples
     ///
@@ -84,18 +90,12 @@ impl ActivationsClient {
     /// # }
     /// ```
     pub async fn connect(url: impl Into<String>) -> Result<Self> {
-        let url = with_default_scheme(url.into());
-        let endpoint = match Endpoint::from_shared(url.clone()) {
-            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
-            Err(source) => return Err(Error::InvalidEndpoint { url, source }),
-        };
-        match endpoint.connect().await {
-            Ok(channel) => Ok(Self::new(channel)),
-            Err(source) => Err(Error::Connect { url, source }),
-        }
+        Self::builder().endpoint(url).connect().await
     }
 
-    /// Wraps an existing channel, for custom transports, TLS or timeouts.
+    /// Wraps an existing channel, for custom transports or TLS, with the default settings of
+    /// [`ClientBuilder`](crate::ClientBuilder) (change them with
+    /// [`with_timeout`](Self::with_timeout) and [`with_retry`](Self::with_retry)).
     ///
     /// The client accepts gzip- and zstd-compressed responses and decodes messages of up to
     /// [`MAX_DECODING_MESSAGE_SIZE`] bytes.
@@ -117,13 +117,32 @@ impl ActivationsClient {
     /// # }
     /// ```
     pub fn new(channel: Channel) -> Self {
-        let inner = ActivationServiceClient::new(channel)
+        Self::configured(
+            channel,
+            CallSettings::DEFAULT,
+            None,
+            MAX_DECODING_MESSAGE_SIZE,
+        )
+    }
+
+    /// A client over `channel` with these settings.
+    pub(crate) fn configured(
+        channel: Channel,
+        calls: CallSettings,
+        compression: Option<Compression>,
+        max_decoding_message_size: usize,
+    ) -> Self {
+        let mut inner = ActivationServiceClient::new(channel)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+            .max_decoding_message_size(max_decoding_message_size);
+        if let Some(compression) = compression {
+            inner = inner.send_compressed(compression.into());
+        }
         ActivationsClient {
             inner,
             dataset: String::new(),
+            calls,
         }
     }
 
@@ -183,12 +202,12 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        Ok(self
-            .inner
-            .clone()
-            .get_neuron_record(request)
-            .await?
-            .into_inner())
+        let inner = &self.inner;
+        retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.get_neuron_record(request).await }
+        })
+        .await
     }
 
     /// The records of one split as they arrive (`StreamActivationRecords`), each with the list
@@ -196,7 +215,9 @@ impl ActivationsClient {
     /// many as each source allows, like Python's `ActivationRecordSliceParams(None)`.
     ///
     /// An error before the first record (an unknown neuron, an invalid split) is returned
-    /// directly; an error later on is the stream's last item.
+    /// directly, after retrying a transient one per the [`RetryPolicy`](crate::RetryPolicy); an
+    /// error later on is the stream's last item, never retried, so no record is ever repeated.
+    /// The client's [timeout](crate::ClientBuilder::timeout) covers the whole stream.
     ///
     /// # Examples
     ///
@@ -229,13 +250,12 @@ impl ActivationsClient {
                 n_examples_per_split: n,
             }),
         };
-        let stream = self
-            .inner
-            .clone()
-            .stream_activation_records(request)
-            .await?
-            .into_inner();
-        Ok(stream.map_err(Error::from).boxed())
+        let inner = &self.inner;
+        retry::server_stream(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.stream_activation_records(request).await }
+        })
+        .await
     }
 
     /// The records of one split, collected: what `NeuronRecord.<split>_activation_records`
@@ -291,12 +311,12 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        Ok(self
-            .inner
-            .clone()
-            .get_neuron_summary(request)
-            .await?
-            .into_inner())
+        let inner = &self.inner;
+        retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.get_neuron_summary(request).await }
+        })
+        .await
     }
 
     /// Whether the neuron's file exists (`neuron_exists` in Python). A missing neuron is
@@ -320,13 +340,13 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        Ok(self
-            .inner
-            .clone()
-            .neuron_exists(request)
-            .await?
-            .into_inner()
-            .exists)
+        let inner = &self.inner;
+        let response = retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.neuron_exists(request).await }
+        })
+        .await?;
+        Ok(response.exists)
     }
 
     /// The dataset's layer indices in ascending numeric order (`ListLayers`).
@@ -347,13 +367,13 @@ impl ActivationsClient {
         let request = pb::ListLayersRequest {
             dataset: self.dataset.clone(),
         };
-        Ok(self
-            .inner
-            .clone()
-            .list_layers(request)
-            .await?
-            .into_inner()
-            .layer_indices)
+        let inner = &self.inner;
+        let response = retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.list_layers(request).await }
+        })
+        .await?;
+        Ok(response.layer_indices)
     }
 
     /// One page of a layer's neuron indices (`ListNeurons`). `page_size` 0 asks for the
@@ -393,7 +413,12 @@ impl ActivationsClient {
             page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
             page_token: page_token.into(),
         };
-        Ok(self.inner.clone().list_neurons(request).await?.into_inner())
+        let inner = &self.inner;
+        retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.list_neurons(request).await }
+        })
+        .await
     }
 
     /// The datasets the server serves (`ListDatasets`).
@@ -413,13 +438,13 @@ impl ActivationsClient {
     /// ```
     pub async fn datasets(&self) -> Result<Vec<pb::DatasetInfo>> {
         let request = pb::ListDatasetsRequest {};
-        Ok(self
-            .inner
-            .clone()
-            .list_datasets(request)
-            .await?
-            .into_inner()
-            .datasets)
+        let inner = &self.inner;
+        let response = retry::unary(self.calls, request, |request| {
+            let mut inner = inner.clone();
+            async move { inner.list_datasets(request).await }
+        })
+        .await?;
+        Ok(response.datasets)
     }
 
     /// The train split: top-activating records only (`train_activation_records`).
@@ -615,7 +640,7 @@ impl ActivationsClient {
 }
 
 /// Adds `http://` to an address given without a scheme (`127.0.0.1:50051`).
-fn with_default_scheme(url: String) -> String {
+pub(crate) fn with_default_scheme(url: String) -> String {
     if url.contains("://") {
         url
     } else {
@@ -625,6 +650,8 @@ fn with_default_scheme(url: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tonic::transport::Endpoint;
+
     use super::*;
 
     #[test]

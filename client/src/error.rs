@@ -55,12 +55,16 @@ pub enum Error {
     /// server or raised locally by tonic (for example UNAVAILABLE when the connection drops).
     #[error(transparent)]
     Status(Box<StatusError>),
-    /// The server answered with a message that lacks a field the contract requires.
+    /// The server answered with a message that breaks the contract: a required field missing,
+    /// or the parts of a neuron in a bulk stream that do not fit together.
     #[error("malformed response from the server: {what}")]
     MalformedResponse {
-        /// What was missing.
+        /// What was wrong.
         what: &'static str,
     },
+    /// A [`ClientBuilder`](crate::ClientBuilder) was asked to connect without any endpoint.
+    #[error("no server to connect to: add one with ClientBuilder::endpoint")]
+    NoEndpoint,
 }
 
 impl Error {
@@ -85,7 +89,8 @@ impl Error {
             Error::Status(status) => Some(status),
             Error::InvalidEndpoint { .. }
             | Error::Connect { .. }
-            | Error::MalformedResponse { .. } => None,
+            | Error::MalformedResponse { .. }
+            | Error::NoEndpoint => None,
         }
     }
 
@@ -253,6 +258,35 @@ impl From<tonic::Status> for StatusError {
     fn from(status: tonic::Status) -> Self {
         let details = status.get_error_details();
         StatusError { status, details }
+    }
+}
+
+/// A `google.rpc.Status` message, as `StreamNeuronSplits` sends a neuron's error, with its
+/// details decoded as those of a call's status are.
+///
+/// # Examples
+///
+/// ```
+/// use activations_client::StatusError;
+/// use tonic::Code;
+///
+/// let status = tonic_types::Status {
+///     code: Code::NotFound as i32,
+///     message: "neuron 1:99 not found".into(),
+///     details: Vec::new(),
+/// };
+/// let error = StatusError::from(status);
+/// assert_eq!(error.code(), Code::NotFound);
+/// assert_eq!(error.message(), "neuron 1:99 not found");
+/// ```
+impl From<tonic_types::Status> for StatusError {
+    fn from(status: tonic_types::Status) -> Self {
+        use prost::Message;
+        // The details of a call's status travel as this very message, encoded.
+        let code = Code::from(status.code);
+        let message = status.message.clone();
+        let encoded = bytes::Bytes::from(status.encode_to_vec());
+        StatusError::from(tonic::Status::with_details(code, message, encoded))
     }
 }
 
@@ -503,6 +537,28 @@ mod tests {
             Some("d")
         );
         assert_eq!(error.into_status().message(), "m");
+    }
+
+    #[test]
+    fn rpc_status_message_keeps_code_message_and_details() {
+        let mut details = ErrorDetails::with_error_info(
+            "NEURON_NOT_FOUND",
+            "activations.neuron-explainer",
+            HashMap::new(),
+        );
+        details.set_resource_info("neuron", "d/1/99", "", "");
+        let sent = tonic::Status::with_error_details(Code::NotFound, "no neuron 1:99", details);
+        // What the server puts in NeuronSplits.error: the status as google.rpc.Status.
+        let message = <tonic_types::Status as prost::Message>::decode(sent.details()).unwrap();
+
+        let error = StatusError::from(message);
+        assert_eq!(error.code(), Code::NotFound);
+        assert_eq!(error.message(), "no neuron 1:99");
+        assert_eq!(error.reason(), Some("NEURON_NOT_FOUND"));
+        assert_eq!(
+            error.to_string(),
+            r#"NOT_FOUND: no neuron 1:99 (reason NEURON_NOT_FOUND; resource neuron "d/1/99")"#
+        );
     }
 
     #[test]

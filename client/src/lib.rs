@@ -6,6 +6,13 @@
 //!
 //! - [`client`]: [`ActivationsClient`], one method per RPC plus the Python names
 //!   (`train_activation_records`, `sorted_layers`, `load_neuron`, ...).
+//! - [`settings`]: [`ClientBuilder`] (from [`ActivationsClient::builder`]): several servers
+//!   balanced on the client side, deadlines, [`RetryPolicy`], [`Compression`].
+//! - [`bulk`]: jobs over many neurons: [`ActivationsClient::neuron_splits`], one
+//!   [`NeuronSplits`] per neuron of a [`Selection`], resumed by itself after transient failures,
+//!   and [`ActivationsClient::for_each_neuron`].
+//! - [`explain`]: neuron-explainer's [`max_activation`] and [`normalized_activations`], as its
+//!   explainer and simulator prompts compute them.
 //! - [`error`]: [`Error`], by category, and [`StatusError`], a gRPC status with its decoded rich
 //!   error details.
 //! - [`cli`]: the `activations` command (arguments, output, exit codes); `src/bin/activations.rs`
@@ -29,16 +36,23 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod explain;
+mod retry;
+pub mod settings;
 
 pub use activations_proto::pb;
+pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection};
 pub use client::{
     ActivationsClient, MAX_DECODING_MESSAGE_SIZE, NeuronIndexStream, SplitRecordStream, neuron_id,
 };
 pub use error::{Error, Result, StatusError};
+pub use explain::{max_activation, normalized_activations};
 pub use pb::{NeuronId, Split};
+pub use settings::{ClientBuilder, Compression, RetryPolicy};
 /// gRPC status codes, as [`Error::code`] returns them.
 pub use tonic::Code;
 

@@ -144,3 +144,84 @@ pub async fn serve_uris(
         .unwrap_or_else(|e| panic!("opening {specs:?}: {e}"));
     start_server(datasets).await
 }
+
+/// A TCP proxy on `127.0.0.1` in front of a server, to fail the network under a client: its
+/// connections can be cut midway (as a dropped connection would be) and its target changed (as
+/// when a server is replaced). Stopped when dropped.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    shared: std::sync::Arc<ProxyState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    target: std::sync::Mutex<SocketAddr>,
+    open: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    accepted: std::sync::atomic::AtomicUsize,
+}
+
+impl TcpProxy {
+    /// Forwards every connection to `target`.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = std::sync::Arc::new(ProxyState {
+            target: std::sync::Mutex::new(target),
+            open: std::sync::Mutex::new(Vec::new()),
+            accepted: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                state
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let target = *state.target.lock().expect("proxy lock");
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                state
+                    .open
+                    .lock()
+                    .expect("proxy lock")
+                    .push(connection.abort_handle());
+            }
+        });
+        TcpProxy { addr, shared, task }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes every connection open through the proxy, both ways; new ones are still accepted.
+    pub fn cut(&self) {
+        for connection in self.shared.open.lock().expect("proxy lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Sends the connections accepted from now on to `target`.
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.shared.target.lock().expect("proxy lock") = target;
+    }
+
+    /// How many connections the proxy accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}

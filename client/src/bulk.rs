@@ -1,0 +1,770 @@
+//! Jobs over many neurons: [`ActivationsClient::neuron_splits`] streams the requested splits of
+//! a whole selection of neurons (`StreamNeuronSplits`), one item per neuron, resuming by itself
+//! after transient failures; [`ActivationsClient::for_each_neuron`] runs a callback on each
+//! neuron, several at once.
+//!
+//! # Examples
+//!
+//! An explainer-style job over a layer, on two servers, with the explainer's normalization:
+//!
+//! ```no_run
+//! use activations_client::{
+//!     ActivationsClient, RetryPolicy, Selection, Split, max_activation, normalized_activations,
+//! };
+//! use futures::TryStreamExt;
+//!
+//! #[tokio::main]
+//! async fn main() -> activations_client::Result<()> {
+//!     let client = ActivationsClient::builder()
+//!         .endpoints(["http://10.0.0.5:50051", "http://10.0.0.6:50051"])
+//!         .dataset("gpt2-xl")
+//!         .retry(RetryPolicy { max_attempts: 5, ..RetryPolicy::DEFAULT })
+//!         .connect()
+//!         .await?;
+//!     let layer_0 = Selection::Range { layers: 0..1, neurons: None };
+//!     let mut neurons = client.neuron_splits(layer_0, &[Split::Train, Split::Valid], Some(5));
+//!     while let Some(neuron) = neurons.try_next().await? {
+//!         let Some(train) = neuron.records(Split::Train) else {
+//!             if let Err(error) = &neuron.splits {
+//!                 eprintln!("{:?} skipped: {error}", neuron.neuron_id);
+//!             }
+//!             continue;
+//!         };
+//!         let records: Vec<_> = train.iter().filter_map(|entry| entry.record.clone()).collect();
+//!         let max = max_activation(&records).unwrap_or(0.0);
+//!         for record in &records {
+//!             let shown = normalized_activations(&record.activations, max);
+//!             println!("{:?} {shown:?}", neuron.neuron_id);
+//!         }
+//!         // To stop and continue later: client.neuron_splits_from(.., neuron.cursor)
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+use std::future::Future;
+use std::ops::Range;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tonic::Status;
+
+use crate::client::ActivationsClient;
+use crate::error::{Error, Result, StatusError};
+use crate::pb::{self, NeuronId, Split};
+use crate::retry::{self, Deadline};
+
+/// Which neurons a bulk stream reads, in which order.
+///
+/// # Examples
+///
+/// ```
+/// use activations_client::{Selection, neuron_id, pb};
+///
+/// // Neurons 0..100 of layers 0..2: 0/0, 0/1, ..., 0/99, 1/0, ..., 1/99.
+/// let block = Selection::Range { layers: 0..2, neurons: Some(0..100) };
+/// // Every neuron of layers 10..12 that the dataset lists.
+/// let layers = Selection::Range { layers: 10..12, neurons: None };
+/// // Exactly these, in this order.
+/// let list = Selection::Neurons(vec![neuron_id(5, 17), neuron_id(1, 1)]);
+///
+/// let wire = pb::NeuronSelection::from(block);
+/// assert!(matches!(wire.selection, Some(pb::neuron_selection::Selection::Range(_))));
+/// # let _ = (layers, list);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Exactly these neurons, in this order; repeats are served again.
+    Neurons(Vec<NeuronId>),
+    /// Layer by layer, each layer's neurons in ascending order.
+    Range {
+        /// The layers, end excluded.
+        layers: Range<u32>,
+        /// `Some(range)`: every neuron of `range` in each layer (end excluded), a missing one
+        /// being a `NOT_FOUND` item. `None`: the neurons `ListNeurons` lists in each layer,
+        /// layers that do not exist skipped (the dataset must be listable or declare its
+        /// shape).
+        neurons: Option<Range<u32>>,
+    },
+}
+
+impl From<Selection> for pb::NeuronSelection {
+    fn from(selection: Selection) -> Self {
+        use pb::neuron_selection::Selection as Pb;
+        let selection = match selection {
+            Selection::Neurons(neuron_ids) => Pb::Neurons(pb::NeuronIdList { neuron_ids }),
+            Selection::Range { layers, neurons } => Pb::Range(pb::NeuronRange {
+                layer_start: layers.start,
+                layer_end: layers.end,
+                neuron_start: neurons.as_ref().map_or(0, |neurons| neurons.start),
+                neuron_end: neurons.map(|neurons| neurons.end),
+            }),
+        };
+        pb::NeuronSelection {
+            selection: Some(selection),
+        }
+    }
+}
+
+impl From<Vec<NeuronId>> for Selection {
+    fn from(neurons: Vec<NeuronId>) -> Self {
+        Selection::Neurons(neurons)
+    }
+}
+
+/// One neuron of a bulk stream: the records of each requested split, or why the neuron cannot
+/// be served.
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::{ActivationsClient, Selection, Split};
+/// use futures::TryStreamExt;
+///
+/// # async fn example() -> activations_client::Result<()> {
+/// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+/// let selection = Selection::Range { layers: 0..1, neurons: Some(0..10) };
+/// let mut neurons = client.neuron_splits(selection, &[Split::Train, Split::Valid], Some(5));
+/// while let Some(neuron) = neurons.try_next().await? {
+///     match &neuron.splits {
+///         Ok(_) => {
+///             let train = neuron.records(Split::Train).unwrap();
+///             println!("{:?}: {} train records", neuron.neuron_id, train.len());
+///         }
+///         Err(status) => println!("{:?} skipped: {status}", neuron.neuron_id),
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NeuronSplits {
+    /// The neuron.
+    pub neuron_id: NeuronId,
+    /// One entry per requested split, in request order, each with all its records in the
+    /// Python order; or the neuron's error: `NOT_FOUND` (no file), `FAILED_PRECONDITION` with
+    /// reason `NOT_ENOUGH_RECORDS` (a split needs more records than the neuron has), `DATA_LOSS`
+    /// (a corrupt file). Such an error concerns this neuron only: the stream goes on.
+    pub splits: std::result::Result<Vec<pb::SplitRecords>, StatusError>,
+    /// Pass it to [`neuron_splits_from`](ActivationsClient::neuron_splits_from) (with the same
+    /// dataset, selection, splits and `n`) to continue after this neuron.
+    pub cursor: String,
+}
+
+impl NeuronSplits {
+    /// The records of `split`, if it was requested and the neuron was served.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::{NeuronSplits, Split, neuron_id, pb};
+    ///
+    /// let neuron = NeuronSplits {
+    ///     neuron_id: neuron_id(1, 1),
+    ///     splits: Ok(vec![pb::SplitRecords { split: Split::Valid.into(), records: vec![] }]),
+    ///     cursor: String::new(),
+    /// };
+    /// assert_eq!(neuron.records(Split::Valid).map(<[_]>::len), Some(0));
+    /// assert!(neuron.records(Split::Test).is_none());
+    /// ```
+    pub fn records(&self, split: Split) -> Option<&[pb::SplitActivationRecord]> {
+        let splits = self.splits.as_ref().ok()?;
+        splits
+            .iter()
+            .find(|records| records.split == i32::from(split))
+            .map(|records| records.records.as_slice())
+    }
+}
+
+/// A bulk stream: one item per neuron, in selection order. See
+/// [`ActivationsClient::neuron_splits`].
+pub type NeuronSplitsStream = BoxStream<'static, Result<NeuronSplits>>;
+
+impl ActivationsClient {
+    /// The requested splits of every neuron of `selection`, one item per neuron, in selection
+    /// order (`StreamNeuronSplits`). `n` is `n_examples_per_split` for every split; `None`
+    /// takes as many as each source allows.
+    ///
+    /// A neuron that cannot be served is an item whose [`splits`](NeuronSplits::splits) holds
+    /// its error, and the stream goes on. A failure of the stream itself ends it with an
+    /// `Err` item, unless it is transient (`UNAVAILABLE`, a dropped connection, or the stream
+    /// ending in the middle of a neuron): the stream then resumes after the last neuron it
+    /// delivered, per the client's [`RetryPolicy`](crate::RetryPolicy), whose attempts count
+    /// the failures since that neuron. Nothing is lost or repeated: a neuron the server sends in
+    /// several messages is delivered whole, once, and the parts of a neuron interrupted midway
+    /// are read again from the start.
+    ///
+    /// Nothing is requested until the stream is polled; the server reads a few neurons ahead of
+    /// the consumer, so a slow consumer slows the reading rather than filling memory. The
+    /// client's [timeout](crate::ClientBuilder::timeout), if any, bounds each call the stream
+    /// makes (use [`with_timeout(None)`](Self::with_timeout) for long jobs).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Selection, Split};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let layers = Selection::Range { layers: 0..48, neurons: None };
+    /// let mut neurons = client.neuron_splits(layers, &[Split::Train, Split::Valid], None);
+    /// let mut cursor = String::new();
+    /// while let Some(neuron) = neurons.try_next().await? {
+    ///     println!("{:?}: {}", neuron.neuron_id, if neuron.splits.is_ok() { "ok" } else { "error" });
+    ///     cursor = neuron.cursor; // Save it to continue tomorrow with `neuron_splits_from`.
+    /// }
+    /// # let _ = cursor;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_splits(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+    ) -> NeuronSplitsStream {
+        self.neuron_splits_from(selection, splits, n, String::new())
+    }
+
+    /// [`neuron_splits`](Self::neuron_splits), continuing after the neuron whose
+    /// [`cursor`](NeuronSplits::cursor) this is (empty to start), for example in a job that
+    /// was stopped. The dataset, selection, splits and `n` must be those of the stream the
+    /// cursor came from: otherwise the stream's first item is an `INVALID_ARGUMENT` error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Selection, Split};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let selection = || Selection::Range { layers: 0..48, neurons: Some(0..6400) };
+    /// let cursor = std::fs::read_to_string("progress.cursor").unwrap_or_default();
+    /// let mut rest = client.neuron_splits_from(selection(), &[Split::Valid], Some(20), cursor);
+    /// while let Some(neuron) = rest.try_next().await? {
+    ///     // ... process the neuron, then remember where we are:
+    ///     std::fs::write("progress.cursor", &neuron.cursor).expect("saving progress");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_splits_from(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+        cursor: impl Into<String>,
+    ) -> NeuronSplitsStream {
+        let splits: Vec<i32> = splits.iter().map(|&split| i32::from(split)).collect();
+        let request = pb::StreamNeuronSplitsRequest {
+            dataset: self.dataset.clone(),
+            selection: Some(selection.into()),
+            splits: splits.clone(),
+            slice_params: Some(pb::ActivationRecordSliceParams {
+                n_examples_per_split: n,
+            }),
+            cursor: cursor.into(),
+        };
+        let bulk = Bulk {
+            client: self.clone(),
+            request,
+            assembler: Assembler::new(splits),
+            failures: 0,
+            messages: None,
+            finished: false,
+        };
+        stream::unfold(bulk, |mut bulk| async move {
+            let item = bulk.next().await?;
+            Some((item, bulk))
+        })
+        .boxed()
+    }
+
+    /// Runs `f` on every neuron of [`neuron_splits`](Self::neuron_splits)`(selection, splits,
+    /// n)`, up to `concurrency` calls of `f` at once (0 counts as 1), while the stream reads
+    /// ahead.
+    ///
+    /// `f` returns `Result<(), E>` for any error type `E` that an SDK [`Error`] converts into
+    /// (the SDK's own [`Error`], `Box<dyn std::error::Error>`, `anyhow::Error`, ...). The first
+    /// error, of the stream (after its retries) or of a callback, is returned: no further
+    /// neuron is read and the calls of `f` still running are dropped. A neuron that cannot be
+    /// served is not an error here: `f` receives it with its error in
+    /// [`splits`](NeuronSplits::splits) and decides. Callbacks may finish out of order; to
+    /// checkpoint a job, record the [`cursor`](NeuronSplits::cursor)s of finished neurons and
+    /// resume from one before which every neuron finished.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, NeuronSplits, Selection, Split, max_activation};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let failed = AtomicUsize::new(0);
+    /// let selection = Selection::Range { layers: 0..2, neurons: Some(0..100) };
+    /// client
+    ///     .for_each_neuron(selection, &[Split::Train], Some(5), 8, |neuron: NeuronSplits| {
+    ///         let failed = &failed;
+    ///         async move {
+    ///             let Some(train) = neuron.records(Split::Train) else {
+    ///                 failed.fetch_add(1, Ordering::Relaxed);
+    ///                 return Ok(());
+    ///             };
+    ///             let records: Vec<_> = train.iter().filter_map(|r| r.record.clone()).collect();
+    ///             println!("{:?}: max {:?}", neuron.neuron_id, max_activation(&records));
+    ///             Ok::<(), Box<dyn std::error::Error>>(())
+    ///         }
+    ///     })
+    ///     .await?;
+    /// println!("{} neurons could not be served", failed.into_inner());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn for_each_neuron<F, Fut, E>(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+        concurrency: usize,
+        f: F,
+    ) -> std::result::Result<(), E>
+    where
+        F: FnMut(NeuronSplits) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: From<Error>,
+    {
+        self.neuron_splits(selection, splits, n)
+            .map_err(E::from)
+            .try_for_each_concurrent(concurrency.max(1), f)
+            .await
+    }
+}
+
+/// The state of a bulk stream between items.
+struct Bulk {
+    client: ActivationsClient,
+    /// The request; its cursor is that of the last neuron delivered.
+    request: pb::StreamNeuronSplitsRequest,
+    assembler: Assembler,
+    /// Failures since the last neuron delivered.
+    failures: u32,
+    /// The messages of the current call, if one is open.
+    messages: Option<BoxStream<'static, Result<pb::NeuronSplits, Status>>>,
+    finished: bool,
+}
+
+impl Bulk {
+    async fn next(&mut self) -> Option<Result<NeuronSplits>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let messages = match &mut self.messages {
+                Some(messages) => messages,
+                None => match self.open().await {
+                    Ok(messages) => self.messages.insert(messages),
+                    Err(status) => match self.retry(Error::from(status)).await {
+                        Ok(()) => continue,
+                        Err(error) => return self.fail(error),
+                    },
+                },
+            };
+            let failure = match messages.next().await {
+                Some(Ok(message)) => match self.assembler.push(message) {
+                    Ok(Some(neuron)) => {
+                        self.failures = 0;
+                        self.request.cursor.clone_from(&neuron.cursor);
+                        return Some(Ok(neuron));
+                    }
+                    Ok(None) => continue,
+                    Err(malformed) => return self.fail(malformed),
+                },
+                Some(Err(status)) => Error::from(status),
+                None => match self.assembler.in_progress() {
+                    None => {
+                        self.finished = true;
+                        return None;
+                    }
+                    Some(id) => Error::from(Status::unavailable(format!(
+                        "the stream ended in the middle of neuron {}:{}",
+                        id.layer_index, id.neuron_index
+                    ))),
+                },
+            };
+            self.messages = None;
+            self.assembler.discard();
+            if let Err(error) = self.retry(failure).await {
+                return self.fail(error);
+            }
+        }
+    }
+
+    /// Opens a call from the current cursor.
+    fn open(
+        &self,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<pb::NeuronSplits, Status>>, Status>>
+    + Send
+    + 'static {
+        let deadline = Deadline::start(self.client.calls.timeout);
+        let mut inner = self.client.inner.clone();
+        let request = deadline.request(self.request.clone());
+        async move {
+            let response = deadline
+                .run(async move { inner.stream_neuron_splits(request).await })
+                .await?;
+            Ok(deadline.bound(response.into_inner()))
+        }
+    }
+
+    /// Waits before resuming after `error`, or gives it back when it is final.
+    async fn retry(&mut self, error: Error) -> Result<()> {
+        self.failures += 1;
+        match retry::next_delay(&self.client.calls.retry, self.failures, &error, None) {
+            Some(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            None => Err(error),
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Option<Result<NeuronSplits>> {
+        self.finished = true;
+        self.messages = None;
+        Some(Err(error))
+    }
+}
+
+/// Puts neurons back together from the messages of `StreamNeuronSplits`.
+#[derive(Debug)]
+pub(crate) struct Assembler {
+    /// The splits requested, in request order: every message carries these.
+    splits: Vec<i32>,
+    /// The neuron whose parts are being gathered, and its records so far.
+    partial: Option<(NeuronId, Vec<pb::SplitRecords>)>,
+}
+
+fn malformed(what: &'static str) -> Error {
+    Error::MalformedResponse { what }
+}
+
+impl Assembler {
+    pub(crate) fn new(splits: Vec<i32>) -> Assembler {
+        Assembler {
+            splits,
+            partial: None,
+        }
+    }
+
+    /// The neuron whose first parts have arrived but not its last.
+    pub(crate) fn in_progress(&self) -> Option<NeuronId> {
+        self.partial.as_ref().map(|(id, _)| *id)
+    }
+
+    /// Forgets the parts of the neuron in progress.
+    pub(crate) fn discard(&mut self) {
+        self.partial = None;
+    }
+
+    /// Adds a message: the neuron it completes, if any.
+    pub(crate) fn push(&mut self, message: pb::NeuronSplits) -> Result<Option<NeuronSplits>> {
+        let id = message
+            .neuron_id
+            .ok_or(malformed("NeuronSplits without a neuron_id"))?;
+        if let Some(error) = message.error {
+            if self.partial.is_some() {
+                return Err(malformed(
+                    "NeuronSplits with an error between the parts of another neuron",
+                ));
+            }
+            if message.continues || !message.splits.is_empty() {
+                return Err(malformed("NeuronSplits with an error and records"));
+            }
+            if message.cursor.is_empty() {
+                return Err(malformed(
+                    "the last NeuronSplits of a neuron without a cursor",
+                ));
+            }
+            return Ok(Some(NeuronSplits {
+                neuron_id: id,
+                splits: Err(StatusError::from(error)),
+                cursor: message.cursor,
+            }));
+        }
+        let in_order = message.splits.len() == self.splits.len()
+            && message
+                .splits
+                .iter()
+                .zip(&self.splits)
+                .all(|(got, &wanted)| got.split == wanted);
+        if !in_order {
+            return Err(malformed(
+                "NeuronSplits whose splits are not the requested ones in request order",
+            ));
+        }
+        let records = match self.partial.take() {
+            None => message.splits,
+            Some((partial_id, mut records)) => {
+                if partial_id != id {
+                    return Err(malformed(
+                        "NeuronSplits of one neuron before the last part of another",
+                    ));
+                }
+                for (gathered, part) in records.iter_mut().zip(message.splits) {
+                    gathered.records.extend(part.records);
+                }
+                records
+            }
+        };
+        if message.continues {
+            self.partial = Some((id, records));
+            return Ok(None);
+        }
+        if message.cursor.is_empty() {
+            return Err(malformed(
+                "the last NeuronSplits of a neuron without a cursor",
+            ));
+        }
+        Ok(Some(NeuronSplits {
+            neuron_id: id,
+            splits: Ok(records),
+            cursor: message.cursor,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::neuron_id;
+
+    const SPLITS: [Split; 2] = [Split::Train, Split::Valid];
+
+    fn new_assembler() -> Assembler {
+        Assembler::new(SPLITS.iter().map(|&s| i32::from(s)).collect())
+    }
+
+    /// A record whose single token names it.
+    fn entry(name: &str) -> pb::SplitActivationRecord {
+        pb::SplitActivationRecord {
+            record: Some(pb::ActivationRecord {
+                tokens: vec![name.to_owned()],
+                activations: vec![1.0],
+                ..Default::default()
+            }),
+            source: pb::RecordSource::TopActivating.into(),
+            source_index: 0,
+        }
+    }
+
+    /// A part of neuron `(layer, neuron)` with these records per split.
+    fn part(
+        (layer, neuron): (u32, u32),
+        records: [&[&str]; 2],
+        continues: bool,
+        cursor: &str,
+    ) -> pb::NeuronSplits {
+        pb::NeuronSplits {
+            neuron_id: Some(neuron_id(layer, neuron)),
+            splits: SPLITS
+                .iter()
+                .zip(records)
+                .map(|(&split, names)| pb::SplitRecords {
+                    split: split.into(),
+                    records: names.iter().map(|name| entry(name)).collect(),
+                })
+                .collect(),
+            error: None,
+            continues,
+            cursor: cursor.to_owned(),
+        }
+    }
+
+    fn names(neuron: &NeuronSplits, split: Split) -> Vec<String> {
+        neuron
+            .records(split)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.record.as_ref().unwrap().tokens[0].clone())
+            .collect()
+    }
+
+    fn malformed_what(result: Result<Option<NeuronSplits>>) -> &'static str {
+        match result {
+            Err(Error::MalformedResponse { what }) => what,
+            other => panic!("expected a malformed response, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_single_message_neuron_is_delivered_at_once() {
+        let mut assembler = new_assembler();
+        let neuron = assembler
+            .push(part((1, 2), [&["t0", "t1"], &["v0"]], false, "c1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(neuron.neuron_id, neuron_id(1, 2));
+        assert_eq!(neuron.cursor, "c1");
+        assert_eq!(names(&neuron, Split::Train), ["t0", "t1"]);
+        assert_eq!(names(&neuron, Split::Valid), ["v0"]);
+        assert_eq!(assembler.in_progress(), None);
+    }
+
+    #[test]
+    fn parts_are_concatenated_split_by_split() {
+        let mut assembler = new_assembler();
+        // Train spans the first two parts; valid starts in the second; a part may hold
+        // nothing of a split.
+        assert!(
+            assembler
+                .push(part((3, 4), [&["t0", "t1"], &[]], true, ""))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(assembler.in_progress(), Some(neuron_id(3, 4)));
+        assert!(
+            assembler
+                .push(part((3, 4), [&["t2"], &["v0"]], true, ""))
+                .unwrap()
+                .is_none()
+        );
+        let neuron = assembler
+            .push(part((3, 4), [&[], &["v1", "v2"]], false, "c34"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(names(&neuron, Split::Train), ["t0", "t1", "t2"]);
+        assert_eq!(names(&neuron, Split::Valid), ["v0", "v1", "v2"]);
+        assert_eq!(neuron.cursor, "c34");
+        assert_eq!(assembler.in_progress(), None);
+
+        // The next neuron starts afresh.
+        let next = assembler
+            .push(part((3, 5), [&["x"], &["y"]], false, "c35"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(names(&next, Split::Train), ["x"]);
+    }
+
+    #[test]
+    fn a_neuron_error_is_an_item_and_keeps_its_details() {
+        let mut assembler = new_assembler();
+        let status = tonic_types::Status {
+            code: Code::DataLoss as i32,
+            message: "corrupt".to_owned(),
+            details: Vec::new(),
+        };
+        let neuron = assembler
+            .push(pb::NeuronSplits {
+                neuron_id: Some(neuron_id(0, 2)),
+                splits: Vec::new(),
+                error: Some(status),
+                continues: false,
+                cursor: "c02".to_owned(),
+            })
+            .unwrap()
+            .unwrap();
+        let error = neuron.splits.as_ref().unwrap_err();
+        assert_eq!(error.code(), Code::DataLoss);
+        assert_eq!(error.message(), "corrupt");
+        assert_eq!(neuron.cursor, "c02");
+        assert!(neuron.records(Split::Train).is_none());
+    }
+
+    #[test]
+    fn discarded_parts_are_forgotten() {
+        let mut assembler = new_assembler();
+        assembler
+            .push(part((1, 1), [&["stale"], &[]], true, ""))
+            .unwrap();
+        assembler.discard();
+        assert_eq!(assembler.in_progress(), None);
+        // Re-read from the start after a resume.
+        assembler
+            .push(part((1, 1), [&["t0"], &[]], true, ""))
+            .unwrap();
+        let neuron = assembler
+            .push(part((1, 1), [&["t1"], &["v0"]], false, "c"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(names(&neuron, Split::Train), ["t0", "t1"]);
+    }
+
+    #[test]
+    fn parts_that_do_not_fit_together_are_malformed() {
+        // Another neuron before the last part.
+        let mut assembler = new_assembler();
+        assembler
+            .push(part((1, 1), [&["a"], &[]], true, ""))
+            .unwrap();
+        let what = malformed_what(assembler.push(part((1, 2), [&["b"], &[]], false, "c")));
+        assert!(what.contains("another"), "{what}");
+
+        // Splits in another order, or missing.
+        let mut swapped = part((1, 1), [&["a"], &["b"]], false, "c");
+        swapped.splits.reverse();
+        malformed_what(new_assembler().push(swapped));
+        let mut short = part((1, 1), [&["a"], &["b"]], false, "c");
+        short.splits.pop();
+        malformed_what(new_assembler().push(short));
+
+        // An error in the middle of a neuron's parts.
+        let mut assembler = new_assembler();
+        assembler
+            .push(part((1, 1), [&["a"], &[]], true, ""))
+            .unwrap();
+        let error = pb::NeuronSplits {
+            neuron_id: Some(neuron_id(1, 2)),
+            error: Some(tonic_types::Status::default()),
+            cursor: "c".to_owned(),
+            ..Default::default()
+        };
+        malformed_what(assembler.push(error));
+
+        // No neuron id; a last part without a cursor.
+        let mut anonymous = part((1, 1), [&[], &[]], false, "c");
+        anonymous.neuron_id = None;
+        malformed_what(new_assembler().push(anonymous));
+        malformed_what(new_assembler().push(part((1, 1), [&[], &[]], false, "")));
+    }
+
+    #[test]
+    fn selections_become_their_messages() {
+        use pb::neuron_selection::Selection as Pb;
+        let block = pb::NeuronSelection::from(Selection::Range {
+            layers: 2..4,
+            neurons: Some(10..20),
+        });
+        assert_eq!(
+            block.selection,
+            Some(Pb::Range(pb::NeuronRange {
+                layer_start: 2,
+                layer_end: 4,
+                neuron_start: 10,
+                neuron_end: Some(20),
+            }))
+        );
+        let listed = pb::NeuronSelection::from(Selection::Range {
+            layers: 0..48,
+            neurons: None,
+        });
+        assert_eq!(
+            listed.selection,
+            Some(Pb::Range(pb::NeuronRange {
+                layer_start: 0,
+                layer_end: 48,
+                neuron_start: 0,
+                neuron_end: None,
+            }))
+        );
+        let ids = vec![neuron_id(1, 1), neuron_id(0, 3), neuron_id(1, 1)];
+        let list = pb::NeuronSelection::from(Selection::from(ids.clone()));
+        assert_eq!(
+            list.selection,
+            Some(Pb::Neurons(pb::NeuronIdList { neuron_ids: ids }))
+        );
+    }
+}

@@ -1,0 +1,682 @@
+//! Client settings: the servers to call, deadlines, retries, compression and the largest message
+//! accepted, set with a [`ClientBuilder`] from [`ActivationsClient::builder`].
+//!
+//! | setting | default | what it does |
+//! | --- | --- | --- |
+//! | [`endpoint`](ClientBuilder::endpoint) / [`endpoints`](ClientBuilder::endpoints) | none (required) | the server(s); several are balanced on the client side |
+//! | [`dataset`](ClientBuilder::dataset) | `""` (the server's default) | the dataset every request names |
+//! | [`timeout`](ClientBuilder::timeout) | none | deadline of every call, streams and retries included, sent as `grpc-timeout` |
+//! | [`connect_timeout`](ClientBuilder::connect_timeout) | 10 s | bound on opening one connection |
+//! | [`retry`](ClientBuilder::retry) | [`RetryPolicy::DEFAULT`]: 3 attempts, 100 ms to 2 s | retries of transient failures |
+//! | [`compression`](ClientBuilder::compression) | none | compression of requests; responses are always accepted gzip- or zstd-compressed |
+//! | [`max_decoding_message_size`](ClientBuilder::max_decoding_message_size) | [`MAX_DECODING_MESSAGE_SIZE`] (64 MiB) | largest response message decoded |
+
+use std::time::Duration;
+
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client::{ActivationsClient, MAX_DECODING_MESSAGE_SIZE, with_default_scheme};
+use crate::error::{Error, Result};
+use crate::retry;
+
+/// The default of [`ClientBuilder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a call that failed for a transient reason is tried again.
+///
+/// A failure is **retried** when it is `UNAVAILABLE` (the server's storage could not be read
+/// after the server's own retries, the server is restarting, no connection could be made) or a
+/// failure of the connection itself (refused, reset, dropped in the middle of a response). Every
+/// other status is final and returned at once: `INVALID_ARGUMENT`, `NOT_FOUND`,
+/// `FAILED_PRECONDITION` and `DATA_LOSS` would fail the same way again, and
+/// `DEADLINE_EXCEEDED` means the call's own time is up.
+///
+/// The wait before retry *k* (1 for the first retry) is drawn uniformly from
+/// `0..=min(max_backoff, initial_backoff * 2^(k-1))` ("full jitter", so that many clients
+/// failing together do not retry together), and is at least the `RetryInfo.retry_delay` the
+/// server attached to the error, if any. No retry starts when it could not begin before the
+/// call's [deadline](ClientBuilder::timeout); the call then fails with the last error.
+///
+/// Which calls retry:
+/// - every unary call (`get_neuron_record`, `neuron_summary`, `list_layers`, ...): each attempt
+///   sends the whole request again;
+/// - [`stream_activation_records`](ActivationsClient::stream_activation_records) (and the
+///   methods collecting it) only when the attempt fails before its first record, so a
+///   stream never repeats a record;
+/// - [`neuron_splits`](ActivationsClient::neuron_splits) resumes after the last complete neuron,
+///   and counts failures since the last neuron it delivered: every neuron gets the whole policy.
+///
+/// # Examples
+///
+/// ```
+/// use activations_client::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let patient = RetryPolicy {
+///     max_attempts: 8,
+///     initial_backoff: Duration::from_millis(200),
+///     max_backoff: Duration::from_secs(10),
+/// };
+/// assert_eq!(RetryPolicy::default(), RetryPolicy::DEFAULT);
+/// assert_eq!(RetryPolicy::NONE.max_attempts, 1);
+/// # let _ = patient;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included: 1 never retries (0 counts as 1).
+    pub max_attempts: u32,
+    /// Upper bound of the wait before the first retry; it doubles for each further retry.
+    pub initial_backoff: Duration,
+    /// The upper bound of the wait never grows beyond this.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The default: 3 attempts, waits of up to 100 ms, then 200 ms, doubling up to 2 s.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+    };
+
+    /// Never retries: every failure is returned as it happens.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::DEFAULT
+    };
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT
+    }
+}
+
+/// Compression of the request messages the client sends.
+///
+/// Requests of this service are small, so compressing them rarely pays; responses, which can be
+/// large, come compressed whenever the server compresses them (the client always accepts gzip and
+/// zstd, whatever this setting).
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::{ActivationsClient, Compression};
+///
+/// # async fn example() -> activations_client::Result<()> {
+/// let client = ActivationsClient::builder()
+///     .endpoint("http://127.0.0.1:50051")
+///     .compression(Some(Compression::Zstd))
+///     .connect()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// gzip (`grpc-encoding: gzip`).
+    Gzip,
+    /// Zstandard (`grpc-encoding: zstd`).
+    Zstd,
+}
+
+impl From<Compression> for CompressionEncoding {
+    fn from(compression: Compression) -> Self {
+        match compression {
+            Compression::Gzip => CompressionEncoding::Gzip,
+            Compression::Zstd => CompressionEncoding::Zstd,
+        }
+    }
+}
+
+/// What every call of a client does beyond sending its request: its deadline and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallSettings {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl CallSettings {
+    pub(crate) const DEFAULT: CallSettings = CallSettings {
+        timeout: None,
+        retry: RetryPolicy::DEFAULT,
+    };
+}
+
+/// Settings of an [`ActivationsClient`], from [`ActivationsClient::builder`]; see the
+/// [module documentation](crate::settings) for a table of them.
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::{ActivationsClient, Compression, RetryPolicy};
+/// use std::time::Duration;
+///
+/// # async fn example() -> activations_client::Result<()> {
+/// let client = ActivationsClient::builder()
+///     .endpoints(["http://10.0.0.5:50051", "http://10.0.0.6:50051"])
+///     .dataset("gpt2-xl")
+///     .timeout(Duration::from_secs(30))
+///     .connect_timeout(Duration::from_secs(2))
+///     .retry(RetryPolicy { max_attempts: 5, ..RetryPolicy::DEFAULT })
+///     .compression(Some(Compression::Gzip))
+///     .max_decoding_message_size(16 << 20)
+///     .connect()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    dataset: String,
+    calls: CallSettings,
+    connect_timeout: Duration,
+    compression: Option<Compression>,
+    max_decoding_message_size: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            dataset: String::new(),
+            calls: CallSettings::DEFAULT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            compression: None,
+            max_decoding_message_size: MAX_DECODING_MESSAGE_SIZE,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a server to call, such as `http://10.0.0.5:50051`; an address without a scheme is
+    /// taken as `http://`. Call it once per server: with several, every call goes to one of
+    /// them, balanced on the client side (tonic's `Channel::balance_list`: of two servers picked
+    /// at random, the one with fewer calls in flight), and a server that cannot be reached is
+    /// retried like any `UNAVAILABLE` failure.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("10.0.0.5:50051")
+    ///     .endpoint("10.0.0.6:50051")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds several servers at once, as [`endpoint`](Self::endpoint) does each.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let servers = std::env::var("ACTIVATIONS_SERVERS").unwrap_or_default();
+    /// let client = ActivationsClient::builder()
+    ///     .endpoints(servers.split(',').filter(|s| !s.is_empty()))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn endpoints<I>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.endpoints.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The dataset every request names, as [`ActivationsClient::with_dataset`] sets it. Empty
+    /// (the default) means the server's default dataset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .dataset("gpt2-small")
+    ///     .connect_lazy()?;
+    /// assert_eq!(client.dataset(), "gpt2-small");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.dataset = dataset.into();
+        self
+    }
+
+    /// The deadline of every call: the time from calling a method to its last response
+    /// message, retries and their waits included. It is sent to the server as the
+    /// `grpc-timeout` header (so the server stops working on a call nobody waits for) and
+    /// enforced by the client; a call that runs out of time fails with `DEADLINE_EXCEEDED`,
+    /// which is not retried.
+    ///
+    /// For streams the deadline covers the whole stream: a
+    /// [`stream_activation_records`](ActivationsClient::stream_activation_records) stream not
+    /// finished in time ends with a `DEADLINE_EXCEEDED` item. A
+    /// [`neuron_splits`](ActivationsClient::neuron_splits) stream gives each call it makes (the
+    /// first, and each resumption) the whole timeout, so a bulk job longer than the timeout
+    /// fails; give bulk jobs a client without one
+    /// ([`ActivationsClient::with_timeout`]`(None)`).
+    ///
+    /// Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Code, neuron_id};
+    /// use std::time::Duration;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .connect()
+    ///     .await?;
+    /// match client.load_neuron(1, 1).await {
+    ///     Err(e) if e.code() == Some(Code::DeadlineExceeded) => println!("too slow: {e}"),
+    ///     other => println!("{:?}", other.map(|record| record.neuron_id)),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.calls.timeout = Some(timeout);
+        self
+    }
+
+    /// Bound on opening one connection (TCP connect and HTTP/2 handshake). Default: 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .connect_timeout(Duration::from_millis(500))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How transient failures are retried; see [`RetryPolicy`]. Default:
+    /// [`RetryPolicy::DEFAULT`] (3 attempts, 100 ms doubling up to 2 s);
+    /// [`RetryPolicy::NONE`] turns retries off.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, RetryPolicy};
+    /// use std::time::Duration;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .retry(RetryPolicy {
+    ///         max_attempts: 5,
+    ///         initial_backoff: Duration::from_millis(100),
+    ///         max_backoff: Duration::from_secs(5),
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.calls.retry = policy;
+        self
+    }
+
+    /// Compresses request messages with this encoding; `None` (the default) sends them
+    /// uncompressed. Responses are accepted gzip- or zstd-compressed either way.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Compression};
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .compression(Some(Compression::Gzip))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compression(mut self, compression: Option<Compression>) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The largest response message decoded, in bytes (after decompression); a larger one
+    /// fails the call with `OUT_OF_RANGE`. Default: [`MAX_DECODING_MESSAGE_SIZE`] (64 MiB). A
+    /// `NeuronSplits` message of the server is at most about 1 MiB plus one record, and a whole
+    /// neuron record of the public data about 1 MB.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .max_decoding_message_size(256 << 20)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_decoding_message_size = limit;
+        self
+    }
+
+    /// Opens the client.
+    ///
+    /// With one endpoint, connects at once, retrying a failed connection per the
+    /// [retry policy](Self::retry): fails with [`Error::Connect`] when the server cannot be
+    /// reached. With several, opens a balanced channel without connecting (connecting all of
+    /// them eagerly would fail the client for one server being down): each server is connected
+    /// on first use and reconnected after a failure, and calls meeting a server that cannot be
+    /// reached fail with `UNAVAILABLE`, which is retried.
+    ///
+    /// Fails with [`Error::NoEndpoint`] without an endpoint and [`Error::InvalidEndpoint`] for
+    /// an address that is not a URI.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder().endpoint("127.0.0.1:50051").connect().await?;
+    /// println!("{:?}", client.sorted_layers().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(self) -> Result<ActivationsClient> {
+        let mut endpoints = self.parsed_endpoints()?;
+        let channel = if endpoints.len() == 1 {
+            let (url, endpoint) = endpoints.remove(0);
+            connect_with_retries(url, &endpoint, self.calls.retry).await?
+        } else {
+            Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
+        };
+        Ok(self.client(channel))
+    }
+
+    /// Opens the client without connecting: each server is connected on the first call that
+    /// needs it (a server that cannot be reached is then an `UNAVAILABLE` call, retried per the
+    /// policy). Fails only for a missing or invalid endpoint. Must be called within a Tokio
+    /// runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// // Nothing listens there yet; nothing is attempted until the first call.
+    /// let client = ActivationsClient::builder().endpoint("127.0.0.1:1").connect_lazy()?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_lazy(self) -> Result<ActivationsClient> {
+        let mut endpoints = self.parsed_endpoints()?;
+        let channel = if endpoints.len() == 1 {
+            endpoints.remove(0).1.connect_lazy()
+        } else {
+            Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
+        };
+        Ok(self.client(channel))
+    }
+
+    fn parsed_endpoints(&self) -> Result<Vec<(String, Endpoint)>> {
+        if self.endpoints.is_empty() {
+            return Err(Error::NoEndpoint);
+        }
+        self.endpoints
+            .iter()
+            .map(|url| {
+                let url = with_default_scheme(url.clone());
+                match Endpoint::from_shared(url.clone()) {
+                    Ok(endpoint) => Ok((url, endpoint.connect_timeout(self.connect_timeout))),
+                    Err(source) => Err(Error::InvalidEndpoint { url, source }),
+                }
+            })
+            .collect()
+    }
+
+    fn client(self, channel: Channel) -> ActivationsClient {
+        ActivationsClient::configured(
+            channel,
+            self.calls,
+            self.compression,
+            self.max_decoding_message_size,
+        )
+        .with_dataset(self.dataset)
+    }
+}
+
+/// Connects to one endpoint, retrying failed connections per `policy`.
+async fn connect_with_retries(
+    url: String,
+    endpoint: &Endpoint,
+    policy: RetryPolicy,
+) -> Result<Channel> {
+    let mut failures = 0;
+    loop {
+        let source = match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(source) => source,
+        };
+        failures += 1;
+        let error = Error::Connect {
+            url: url.clone(),
+            source,
+        };
+        match retry::next_delay(&policy, failures, &error, None) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(error),
+        }
+    }
+}
+
+impl ActivationsClient {
+    /// Starts the settings of a client; see [`ClientBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(10))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The same client with another [deadline](ClientBuilder::timeout) for its calls; `None`
+    /// for none. Clones share the connection, so this is cheap: for example, one client
+    /// without a timeout for bulk streams and one with a short timeout for lookups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .connect_lazy()?;
+    /// let bulk = client.clone().with_timeout(None);
+    /// assert_eq!(client.timeout(), Some(Duration::from_secs(5)));
+    /// assert_eq!(bulk.timeout(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.calls.timeout = timeout;
+        self
+    }
+
+    /// The same client with another [retry policy](RetryPolicy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::{ActivationsClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder().endpoint("127.0.0.1:50051").connect_lazy()?;
+    /// let impatient = client.with_retry(RetryPolicy::NONE);
+    /// assert_eq!(impatient.retry_policy(), RetryPolicy::NONE);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.calls.retry = policy;
+        self
+    }
+
+    /// The deadline of each call; `None` for none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = activations_client::ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .connect_lazy()?;
+    /// assert_eq!(client.timeout(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(&self) -> Option<Duration> {
+        self.calls.timeout
+    }
+
+    /// The retry policy of the client's calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::RetryPolicy;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = activations_client::ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .connect_lazy()?;
+    /// assert_eq!(client.retry_policy(), RetryPolicy::DEFAULT);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.calls.retry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let builder = ClientBuilder::default();
+        assert_eq!(builder.calls.timeout, None);
+        assert_eq!(
+            builder.calls.retry,
+            RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(builder.connect_timeout, Duration::from_secs(10));
+        assert_eq!(builder.compression, None);
+        assert_eq!(builder.max_decoding_message_size, 64 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_builder_without_endpoint_is_refused() {
+        let error = ActivationsClient::builder().connect().await.unwrap_err();
+        assert!(matches!(error, Error::NoEndpoint), "{error:?}");
+        let error = ActivationsClient::builder().connect_lazy().unwrap_err();
+        assert!(matches!(error, Error::NoEndpoint), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn every_endpoint_is_checked() {
+        let error = ActivationsClient::builder()
+            .endpoints(["127.0.0.1:1", "http://exa mple:1"])
+            .connect_lazy()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidEndpoint { url, .. } if url == "http://exa mple:1"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn settings_reach_the_client() {
+        let client = ActivationsClient::builder()
+            .endpoints(["127.0.0.1:1", "127.0.0.1:2"])
+            .dataset("d")
+            .timeout(Duration::from_millis(1500))
+            .retry(RetryPolicy::NONE)
+            .compression(Some(Compression::Zstd))
+            .connect()
+            .await
+            .expect("several endpoints connect lazily");
+        assert_eq!(client.dataset(), "d");
+        assert_eq!(client.timeout(), Some(Duration::from_millis(1500)));
+        assert_eq!(client.retry_policy(), RetryPolicy::NONE);
+    }
+}
