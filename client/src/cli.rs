@@ -2,10 +2,13 @@
 //! how failures end the process ([`report`]).
 //!
 //! Output goes through `&mut impl Write`, so tests capture it in a `Vec<u8>`. Every command
-//! fetches all it needs before writing, so a failed call never leaves partial output.
+//! but `export` fetches all it needs before writing, so a failed call never leaves partial
+//! output; `export` writes files as it goes, each one whole, and resumes when run again.
 
+#[cfg(feature = "files")]
+mod export;
 mod json;
-#[cfg(feature = "manifest")]
+#[cfg(feature = "files")]
 mod manifest;
 #[cfg(test)]
 mod test_output;
@@ -98,7 +101,7 @@ pub enum Command {
     /// Build a dataset's manifest.json by listing its store, without a server: its layers,
     /// their neurons and its layout. Copy it to the root of a store that cannot be listed
     /// (an anonymous blob container, a web server) so a server can list that dataset.
-    #[cfg(feature = "manifest")]
+    #[cfg(feature = "files")]
     Manifest {
         /// The dataset's location, as `activations-server --dataset NAME=URI` takes it
         /// (a directory, az://, s3://, gs://, ...), with the same storage settings.
@@ -109,6 +112,38 @@ pub enum Command {
         /// The layout to record: auto detects it from the listing.
         #[arg(long, default_value = "auto", value_name = "auto|flat|neurons")]
         layout: activations_server::layout::LayoutChoice,
+    },
+    /// Copy neurons from the server into files laid out and formatted like the public data
+    /// (DIR/{layer}/{neuron}.json, byte for byte), or into one JSONL file. Run it again to
+    /// resume an interrupted export: finished files are skipped without being fetched.
+    ///
+    /// A neuron the server cannot serve (missing, corrupt) is reported on stderr and the
+    /// export goes on, ending with exit code 1; any other error stops it.
+    #[cfg(feature = "files")]
+    Export {
+        /// Layers to export: START..END (END excluded, like 0..48) or one index (5); only the
+        /// layers the server lists, unless --neurons is given.
+        #[arg(long, value_name = "A..B", value_parser = export::parse_range)]
+        layers: std::ops::Range<u32>,
+        /// Export exactly these neurons of every layer of --layers (START..END or one index),
+        /// without listing; a missing one is reported as failed [default: every neuron the
+        /// server lists].
+        #[arg(long, value_name = "C..D", value_parser = export::parse_range)]
+        neurons: Option<std::ops::Range<u32>>,
+        /// Directory to write into (created if needed).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Write DIR/neurons.jsonl, one neuron per line, instead of one file per neuron.
+        #[arg(long)]
+        jsonl: bool,
+        /// Requests in flight at once.
+        #[arg(
+            long,
+            default_value_t = 8,
+            value_name = "N",
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        concurrency: u32,
     },
 }
 
@@ -147,9 +182,53 @@ pub enum RunError {
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
     /// Listing a store for `activations manifest` failed.
-    #[cfg(feature = "manifest")]
+    #[cfg(feature = "files")]
     #[error(transparent)]
     Manifest(#[from] activations_server::dataset::ConfigError),
+    /// `activations export` met an error that is not one neuron's own (the server or the
+    /// connection failed) and stopped; what it wrote stays, and a rerun resumes.
+    #[cfg(feature = "files")]
+    #[error(
+        "export stopped at neuron {layer}/{neuron}: {source}; run the same command again to \
+         resume"
+    )]
+    ExportStopped {
+        /// Layer of the neuron being fetched.
+        layer: u32,
+        /// Index of the neuron being fetched.
+        neuron: u32,
+        /// The error.
+        source: Error,
+    },
+    /// `activations export` wrote every neuron it could, but the server could not serve some
+    /// (each one was reported on stderr).
+    #[cfg(feature = "files")]
+    #[error("{failed} of {selected} neurons could not be exported (each is reported above)")]
+    ExportIncomplete {
+        /// Neurons that failed.
+        failed: u64,
+        /// Neurons selected.
+        selected: u64,
+    },
+    /// `activations export --jsonl` found a partial file it cannot continue.
+    #[cfg(feature = "files")]
+    #[error("cannot resume from {}: {reason}", .path.display())]
+    ExportResume {
+        /// The partial JSONL file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a command writes what is neither its output nor its final error: the progress of
+/// `export` and the neurons it could not export.
+#[cfg_attr(not(feature = "files"), allow(dead_code))]
+enum Diagnostics<'a> {
+    /// The process's stderr: a progress bar when it is a terminal, plain lines otherwise.
+    Stderr,
+    /// Plain lines to this writer.
+    Writer(&'a mut dyn Write),
 }
 
 /// Connects to `cli.server` and runs `cli.command`, writing its output to `out`.
@@ -169,7 +248,40 @@ pub enum RunError {
 /// # }
 /// ```
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), RunError> {
-    #[cfg(feature = "manifest")]
+    run_with(cli, out, Diagnostics::Stderr).await
+}
+
+/// Like [`run`], but what a command reports besides its output and its final error (the
+/// progress of `export` and the neurons it could not export) goes to `stderr` as plain lines,
+/// rather than to the process's standard error.
+///
+/// # Examples
+///
+/// ```no_run
+/// use activations_client::cli::{self, Cli};
+/// use clap::Parser;
+///
+/// # async fn example() -> Result<(), cli::RunError> {
+/// let cli = Cli::parse_from(["activations", "export", "--layers", "0..2", "--out", "copy"]);
+/// let (mut out, mut progress) = (Vec::new(), Vec::new());
+/// cli::run_with_stderr(cli, &mut out, &mut progress).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn run_with_stderr(
+    cli: Cli,
+    out: &mut impl Write,
+    stderr: &mut impl Write,
+) -> Result<(), RunError> {
+    run_with(cli, out, Diagnostics::Writer(stderr)).await
+}
+
+async fn run_with(
+    cli: Cli,
+    out: &mut impl Write,
+    diagnostics: Diagnostics<'_>,
+) -> Result<(), RunError> {
+    #[cfg(feature = "files")]
     if let Command::Manifest {
         uri,
         out: file,
@@ -181,7 +293,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), RunError> {
     let client = ActivationsClient::connect(cli.server)
         .await?
         .with_dataset(cli.dataset.unwrap_or_default());
-    execute(&client, cli.command, out).await
+    execute_with(&client, cli.command, out, diagnostics).await
 }
 
 /// Runs `command` with an existing client, writing its output to `out`.
@@ -204,6 +316,16 @@ pub async fn execute(
     client: &ActivationsClient,
     command: Command,
     out: &mut impl Write,
+) -> Result<(), RunError> {
+    execute_with(client, command, out, Diagnostics::Stderr).await
+}
+
+#[cfg_attr(not(feature = "files"), allow(unused_variables))]
+async fn execute_with(
+    client: &ActivationsClient,
+    command: Command,
+    out: &mut impl Write,
+    diagnostics: Diagnostics<'_>,
 ) -> Result<(), RunError> {
     match command {
         Command::Datasets => text::write_datasets(out, &client.datasets().await?)?,
@@ -255,13 +377,30 @@ pub async fn execute(
             let summary = client.neuron_summary(neuron_id(layer, neuron)).await?;
             text::write_summary(out, &summary)?;
         }
-        #[cfg(feature = "manifest")]
+        #[cfg(feature = "files")]
         Command::Manifest {
             uri,
             out: file,
             layout,
         } => {
             manifest::run(&uri, file.as_deref(), layout, out).await?;
+        }
+        #[cfg(feature = "files")]
+        Command::Export {
+            layers,
+            neurons,
+            out: dir,
+            jsonl,
+            concurrency,
+        } => {
+            let options = export::Options {
+                layers,
+                neurons,
+                dir,
+                jsonl,
+                concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
+            };
+            export::run(client, options, out, diagnostics).await?;
         }
     }
     Ok(())
@@ -406,6 +545,76 @@ mod tests {
         ] {
             assert!(parse(args).is_ok(), "{args:?}");
         }
+    }
+
+    #[cfg(feature = "files")]
+    #[test]
+    fn export_takes_ranges_and_defaults() {
+        let cli = parse(&["export", "--layers", "0..48", "--out", "copy"]).unwrap();
+        match cli.command {
+            Command::Export {
+                layers,
+                neurons: None,
+                out,
+                jsonl: false,
+                concurrency: 8,
+            } => {
+                assert_eq!(layers, 0..48);
+                assert_eq!(out, std::path::Path::new("copy"));
+            }
+            other => panic!("unexpected command {other:?}"),
+        }
+        let cli = parse(&[
+            "export",
+            "--layers",
+            "5",
+            "--neurons",
+            "10..20",
+            "--out",
+            "d",
+            "--jsonl",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Export {
+                layers: std::ops::Range { start: 5, end: 6 },
+                neurons: Some(std::ops::Range { start: 10, end: 20 }),
+                jsonl: true,
+                concurrency: 2,
+                ..
+            }
+        ));
+    }
+
+    #[cfg(feature = "files")]
+    #[test]
+    fn export_rejects_bad_ranges_and_zero_concurrency() {
+        for (args, says) in [
+            (&["--layers", "5..3"][..], "5..3 is empty"),
+            (&["--layers", "a..b"], "\"a\" is not an index"),
+            (&["--layers", "..4"], "the range has no start"),
+            (&["--layers", "0..2", "--neurons", "3..3"], "3..3 is empty"),
+            (
+                &["--layers", "0..2", "--concurrency", "0"],
+                "0 is not in 1..",
+            ),
+        ] {
+            let args: Vec<&str> = ["export", "--out", "d"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            let error = parse(&args).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{args:?}");
+            assert_eq!(error.exit_code(), 2);
+            let text = error.to_string();
+            assert!(text.contains(says), "{args:?}: {text}");
+        }
+        let error = parse(&["export", "--out", "d"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]
