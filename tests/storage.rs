@@ -10,6 +10,7 @@ use activations_e2e::{
     azurite::Azurite,
     conformance::{self, SHAPE_QUERY},
     http::StaticHttpServer,
+    s3::S3Emulator,
     serve_dir, serve_uris,
 };
 use activations_server::{location::StorageOptions, shape::MANIFEST_FILE};
@@ -232,4 +233,33 @@ async fn a_manifest_built_by_listing_azurite_lets_anonymous_readers_list() {
         &fixture,
     )
     .await;
+}
+
+// S3, through the moto emulator.
+
+#[tokio::test]
+#[ignore = "needs the S3 emulator: run scripts/test.sh"]
+async fn s3_conforms_in_both_layouts_and_lists_into_a_manifest() {
+    let s3 = S3Emulator::from_env();
+    let fixture = fixture().await;
+    let bucket = "conformance";
+    s3.create_bucket(bucket).await;
+    let prefix = format!("s3-{}", std::process::id());
+    s3.upload_dir(bucket, &format!("{prefix}/flat"), fixture.flat.path())
+        .await;
+    s3.upload_dir(bucket, &format!("{prefix}/nested"), fixture.nested.path())
+        .await;
+    for layout in ["flat", "nested"] {
+        let uri = s3.uri(bucket, &format!("{prefix}/{layout}"));
+        check(&format!("S3 {layout}"), &uri, true, &fixture).await;
+    }
+    let manifest_dir = tempfile::tempdir().unwrap();
+    let listed = manifest_dir.path().join("s3.json");
+    let local = manifest_dir.path().join("local.json");
+    write_manifest(&s3.uri(bucket, &format!("{prefix}/nested")), &listed).await;
+    write_manifest(fixture.nested.path().to_str().unwrap(), &local).await;
+    assert_eq!(
+        std::fs::read_to_string(&listed).unwrap(),
+        std::fs::read_to_string(&local).unwrap()
+    );
 }

@@ -1,19 +1,13 @@
 //! The Azure Blob Storage emulator Azurite, as `scripts/test.sh` runs it (installed by
-//! `scripts/tools.sh`, started by `scripts/azurite.sh` on a free port, in memory): containers
+//! `scripts/tools.sh`, started by `scripts/emulator.sh azurite` on a free port, in memory): containers
 //! created through the Blob REST API with Shared Key authorization, data uploaded through
 //! `object_store`.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{path::Path, sync::Arc, time::SystemTime};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use hmac::{Hmac, KeyInit, Mac};
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, azure::MicrosoftAzureBuilder, path::Path as ObjectPath,
-};
+use object_store::{ObjectStore, azure::MicrosoftAzureBuilder};
 use sha2::Sha256;
 
 use crate::install_tls_provider;
@@ -45,7 +39,7 @@ impl Azurite {
             panic!(
                 "{URL_ENV} is not set: this test needs the Azurite emulator; run scripts/test.sh, \
                  which installs and starts Azurite (or start one with \
-                 `eval \"$(scripts/azurite.sh start)\"` and stop it with `scripts/azurite.sh stop`)"
+                 `eval \"$(scripts/emulator.sh azurite start)\"` and stop it with `scripts/emulator.sh azurite stop`)"
             )
         });
         Azurite {
@@ -132,29 +126,7 @@ impl Azurite {
     /// # Panics
     /// On any read or upload error.
     pub async fn upload_dir(&self, container: &str, prefix: &str, dir: &Path) {
-        let store = self.store(container);
-        let prefix = prefix.trim_matches('/');
-        for relative in files_below(dir) {
-            let key = relative
-                .components()
-                .map(|c| c.as_os_str().to_str().expect("utf-8 file name"))
-                .collect::<Vec<_>>()
-                .join("/");
-            let key = if prefix.is_empty() {
-                key
-            } else {
-                format!("{prefix}/{key}")
-            };
-            let file = dir.join(&relative);
-            let data =
-                std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-            store
-                .put(&ObjectPath::from(key.as_str()), PutPayload::from(data))
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("uploading {} to {container}/{key}: {e}", file.display())
-                });
-        }
+        crate::upload_dir(self.store(container).as_ref(), prefix, dir).await;
     }
 }
 
@@ -185,24 +157,4 @@ fn shared_key_authorization(verb: &str, ms_headers: &[(&str, &str)], resource: &
     mac.update(string_to_sign.as_bytes());
     let signature = BASE64.encode(mac.finalize().into_bytes());
     format!("SharedKey {ACCOUNT}:{signature}")
-}
-
-/// The files below `dir`, relative to it, sorted.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        let entries =
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).expect("below root").to_path_buf());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }

@@ -7,6 +7,7 @@ pub mod azurite;
 pub mod conformance;
 pub mod fixtures;
 pub mod http;
+pub mod s3;
 pub mod tools;
 
 use std::{net::SocketAddr, path::Path};
@@ -224,4 +225,54 @@ impl Drop for TcpProxy {
         self.task.abort();
         self.cut();
     }
+}
+
+/// Uploads every file below `dir` (recursively) to `{prefix}/{path relative to dir}` in `store`;
+/// an empty `prefix` uploads to the store's root.
+///
+/// # Panics
+/// On any read or upload error.
+pub async fn upload_dir(store: &dyn object_store::ObjectStore, prefix: &str, dir: &Path) {
+    use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjectPath};
+
+    let prefix = prefix.trim_matches('/');
+    for relative in files_below(dir) {
+        let key = relative
+            .components()
+            .map(|c| c.as_os_str().to_str().expect("utf-8 file name"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let key = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}/{key}")
+        };
+        let file = dir.join(&relative);
+        let data =
+            std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        store
+            .put(&ObjectPath::from(key.as_str()), PutPayload::from(data))
+            .await
+            .unwrap_or_else(|e| panic!("uploading {} to {key} in {store}: {e}", file.display()));
+    }
+}
+
+/// The files below `dir`, relative to it, sorted.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        let entries =
+            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).expect("below root").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
