@@ -2,7 +2,6 @@
 //! Python module `neuron_explainer.activations.activations`.
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
@@ -133,11 +132,12 @@ impl ActivationsClient {
         max_decoding_message_size: usize,
     ) -> Self {
         let mut inner = ActivationServiceClient::new(channel)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(max_decoding_message_size);
         if let Some(compression) = compression {
-            inner = inner.send_compressed(compression.into());
+            // Advertising an encoding makes the server compress every response with it.
+            inner = inner
+                .send_compressed(compression.into())
+                .accept_compressed(compression.into());
         }
         ActivationsClient {
             inner,

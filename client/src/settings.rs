@@ -8,7 +8,7 @@
 //! | [`timeout`](ClientBuilder::timeout) | none | deadline of every call, streams and retries included, sent as `grpc-timeout` |
 //! | [`connect_timeout`](ClientBuilder::connect_timeout) | 10 s | bound on opening one connection |
 //! | [`retry`](ClientBuilder::retry) | [`RetryPolicy::DEFAULT`]: 3 attempts, 100 ms to 2 s | retries of transient failures |
-//! | [`compression`](ClientBuilder::compression) | none | compression of requests; responses are always accepted gzip- or zstd-compressed |
+//! | [`compression`](ClientBuilder::compression) | none | compression of requests and responses (worth it over slow links only) |
 //! | [`max_decoding_message_size`](ClientBuilder::max_decoding_message_size) | [`MAX_DECODING_MESSAGE_SIZE`] (64 MiB) | largest response message decoded |
 
 use std::time::Duration;
@@ -93,11 +93,12 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Compression of the request messages the client sends.
+/// Compression of the messages between client and server, both ways.
 ///
-/// Requests of this service are small, so compressing them rarely pays; responses, which can be
-/// large, come compressed whenever the server compresses them (the client always accepts gzip and
-/// zstd, whatever this setting).
+/// The client sends its requests in this encoding and asks the server to compress its
+/// responses with it. Records compress about 3:1, but compressing costs more CPU than it saves
+/// on a fast network: on one 2-core machine, a bulk stream of cached neurons ran at 2,600
+/// neurons/s uncompressed and 900 with zstd. Use it where bandwidth, not CPU, is the limit.
 ///
 /// # Examples
 ///
@@ -356,8 +357,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Compresses request messages with this encoding; `None` (the default) sends them
-    /// uncompressed. Responses are accepted gzip- or zstd-compressed either way.
+    /// Compresses requests with this encoding and asks for responses in it; `None` (the
+    /// default) sends and receives everything uncompressed. See [`Compression`].
     ///
     /// # Examples
     ///
