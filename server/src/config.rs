@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_CACHE_NOT_FOUND_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cache_not_found_ttl: Duration,
 
+    /// How long a listing of layers or of a layer's neurons is reused before the store is
+    /// listed again. 0 lists every time.
+    #[arg(long, env = "ACTIVATIONS_CACHE_LISTING_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cache_listing_ttl: Duration,
+
     /// Bound on one request to remote storage, body included.
     #[arg(long, env = "ACTIVATIONS_STORAGE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub storage_timeout: Duration,
@@ -105,6 +110,7 @@ impl Config {
             cache: CacheConfig {
                 max_bytes: self.cache_bytes,
                 not_found_ttl: self.cache_not_found_ttl,
+                listing_ttl: self.cache_listing_ttl,
             },
             storage: StorageOptions {
                 request_timeout: self.storage_timeout,

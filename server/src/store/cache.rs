@@ -25,8 +25,11 @@
 //!   `true`, a live marker: `false`) it answers without I/O; otherwise it asks the inner store,
 //!   which only checks the file's metadata, and keeps nothing: an existence check must not cost
 //!   a full read and parse, and a `false` learned that way has no path to build a marker from.
-//! - **Listings** (`layers`, `neurons`) are passed through unchanged: they are cheap, rare, and
-//!   should see new files at once.
+//! - **Listings** (`layers`, `neurons`) are kept only briefly, for
+//!   [`CacheConfig::listing_ttl`]: a paged `ListNeurons` or a bulk stream over a layer asks for
+//!   the same listing many times in a row, and listing a blob container costs one request per
+//!   thousand blobs; a short TTL keeps new files visible soon after they appear. Concurrent
+//!   callers share one listing; errors are not kept.
 //!
 //! # Weight and budget
 //!
@@ -89,6 +92,8 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// How long a `NotFound` from the inner store is remembered. Zero remembers nothing.
     pub not_found_ttl: Duration,
+    /// How long a listing (`layers`, `neurons`) is reused. Zero lists the store every time.
+    pub listing_ttl: Duration,
 }
 
 impl CacheConfig {
@@ -96,6 +101,8 @@ impl CacheConfig {
     pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
     /// Default time a `NotFound` is remembered: 10 seconds.
     pub const DEFAULT_NOT_FOUND_TTL: Duration = Duration::from_secs(10);
+    /// Default time a listing is reused: 10 seconds.
+    pub const DEFAULT_LISTING_TTL: Duration = Duration::from_secs(10);
 }
 
 impl Default for CacheConfig {
@@ -103,6 +110,7 @@ impl Default for CacheConfig {
         CacheConfig {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             not_found_ttl: Self::DEFAULT_NOT_FOUND_TTL,
+            listing_ttl: Self::DEFAULT_LISTING_TTL,
         }
     }
 }
@@ -134,15 +142,26 @@ pub struct CacheStats {
 ///   [`CacheConfig::not_found_ttl`]; other errors are never kept, so the next call reads again.
 /// - `neuron_exists`: answered from a cached record (`true`) or a remembered `NotFound`
 ///   (`false`) without I/O, otherwise asked of the inner store (and not kept).
-/// - `layers`, `neurons`: passed through.
+/// - `layers`, `neurons`: reused for [`CacheConfig::listing_ttl`], one listing for concurrent
+///   callers, errors not kept.
 ///
-/// With [`CacheConfig::max_bytes`] `== 0` it is a plain pass-through (no coalescing either).
+/// With [`CacheConfig::max_bytes`] `== 0` records are not kept (no coalescing either); listings
+/// follow `listing_ttl` alone.
 pub struct CachedStore {
     inner: Arc<dyn NeuronStore>,
     config: CacheConfig,
     /// `None` when `max_bytes == 0`: a pass-through.
     cache: Option<Cache<NeuronKey, Slot>>,
+    /// `None` when `listing_ttl` is zero.
+    listings: Option<Cache<Listing, Arc<Vec<u32>>>>,
     counters: Counters,
+}
+
+/// Which listing a cached one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Listing {
+    Layers,
+    Neurons(u32),
 }
 
 /// What the cache holds for a key.
@@ -270,10 +289,19 @@ impl CachedStore {
                 })
                 .build()
         });
+        let listings = (!config.listing_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .name("listings")
+                .time_to_live(config.listing_ttl)
+                // A layer's listing of 6400 neurons is 25 KB; a few thousand layers at most.
+                .max_capacity(4096)
+                .build()
+        });
         CachedStore {
             inner,
             config,
             cache,
+            listings,
             counters: Counters::default(),
         }
     }
@@ -382,11 +410,31 @@ impl NeuronStore for CachedStore {
     }
 
     async fn layers(&self) -> Result<Vec<u32>, StoreError> {
-        self.inner.layers().await
+        self.listing(Listing::Layers).await
     }
 
     async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
-        self.inner.neurons(layer).await
+        self.listing(Listing::Neurons(layer)).await
+    }
+}
+
+impl CachedStore {
+    /// A listing, from the listing cache when it is fresh enough.
+    async fn listing(&self, listing: Listing) -> Result<Vec<u32>, StoreError> {
+        let list = || async {
+            match listing {
+                Listing::Layers => self.inner.layers().await,
+                Listing::Neurons(layer) => self.inner.neurons(layer).await,
+            }
+        };
+        let Some(listings) = &self.listings else {
+            return list().await;
+        };
+        listings
+            .try_get_with(listing, async { list().await.map(Arc::new) })
+            .await
+            .map(|shared| shared.as_ref().clone())
+            .map_err(|shared| StoreError::clone(&shared))
     }
 }
 
@@ -419,6 +467,7 @@ mod tests {
     struct CountingStore {
         inner: InMemory,
         reads: AtomicUsize,
+        lists: AtomicUsize,
         delay: Duration,
         failures: AtomicUsize,
     }
@@ -486,6 +535,7 @@ mod tests {
             &self,
             prefix: Option<&Path>,
         ) -> object_store::Result<ListResult> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
             self.inner.list_with_delimiter(prefix).await
         }
 
@@ -763,19 +813,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn listings_are_passed_through() {
+    async fn listings_are_shared_and_reused_until_their_ttl() {
         let store = counting_store(
             &[NeuronKey::new(1, 1), NeuronKey::new(3, 2)],
             Duration::ZERO,
         )
         .await;
-        let cache = cached(&store, CacheConfig::default());
-        assert_eq!(cache.layers().await.unwrap(), vec![1, 3]);
+        let cache = cached(
+            &store,
+            CacheConfig {
+                listing_ttl: Duration::from_millis(300),
+                ..CacheConfig::default()
+            },
+        );
+        let lists = || store.lists.load(Ordering::SeqCst);
+        let calls: Vec<_> = (0..16).map(|_| cache.layers()).collect();
+        for layers in futures::future::join_all(calls).await {
+            assert_eq!(layers.unwrap(), vec![1, 3]);
+        }
         assert_eq!(cache.neurons(3).await.unwrap(), vec![2]);
-        assert!(matches!(
-            cache.neurons(2).await,
-            Err(StoreError::NotFound { .. })
-        ));
+        assert_eq!(cache.neurons(3).await.unwrap(), vec![2]);
+        assert_eq!(lists(), 2, "one listing of the layers, one of layer 3");
+
+        // Errors are not kept.
+        for _ in 0..2 {
+            assert!(matches!(
+                cache.neurons(2).await,
+                Err(StoreError::NotFound { .. })
+            ));
+        }
+        assert_eq!(lists(), 4);
+
+        // A new file shows once the listing expires.
+        store
+            .put(&Path::from("3/7.json"), PutPayload::from_static(FIXTURE))
+            .await
+            .unwrap();
+        assert_eq!(cache.neurons(3).await.unwrap(), vec![2]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(cache.neurons(3).await.unwrap(), vec![2, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_zero_listing_ttl_lists_every_time() {
+        let store = counting_store(&[NeuronKey::new(1, 1)], Duration::ZERO).await;
+        let cache = cached(
+            &store,
+            CacheConfig {
+                listing_ttl: Duration::ZERO,
+                ..CacheConfig::default()
+            },
+        );
+        for _ in 0..3 {
+            assert_eq!(cache.layers().await.unwrap(), vec![1]);
+        }
+        assert_eq!(store.lists.load(Ordering::SeqCst), 3);
     }
 
     #[test]
