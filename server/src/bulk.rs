@@ -218,12 +218,12 @@ impl Selection {
         dataset: Arc<Dataset>,
         resume: Option<Cursor>,
     ) -> Result<Pin<Box<dyn Stream<Item = Keyed> + Send>>, ServiceError> {
-        // Lists resume by position (a list may repeat neurons); ranges by neuron, which is
-        // ascending in a range.
+        // Lists (which may repeat neurons) and blocks (whose order is arithmetic) resume by
+        // position; listed ranges, whose listing may change between calls, resume after the
+        // cursor's neuron, as they are ascending.
         let first = resume.as_ref().map_or(0, |c| c.position + 1);
         let after = resume.map(|c| c.neuron);
         let past = move |key: NeuronKey| after.is_none_or(|after| key > after);
-        // A block resumes by position too: its order is fixed by arithmetic.
         match self {
             Selection::List(keys) => {
                 let keyed = keys

@@ -113,9 +113,6 @@ pub struct Dataset {
     pub name: String,
     pub uri: String,
     pub layout: Layout,
-    /// The shape declared by the URI or a `manifest.json`; `None` means listings list the
-    /// store.
-    pub shape: Option<Shape>,
     pub store: Arc<dyn NeuronStore>,
 }
 
@@ -152,15 +149,13 @@ impl Dataset {
                     reason,
                 })?
             }
-            backend => {
-                location::open_remote(backend, &options.storage)
-                    .map_err(|reason| ConfigError::Backend {
-                        name: spec.name.clone(),
-                        uri: spec.uri.clone(),
-                        reason,
-                    })?
-                    .store
-            }
+            backend => location::open_remote(backend, &options.storage).map_err(|reason| {
+                ConfigError::Backend {
+                    name: spec.name.clone(),
+                    uri: spec.uri.clone(),
+                    reason,
+                }
+            })?,
         };
         let root = location.prefix.clone();
         let (shape, manifest_layout) = match location.shape.clone() {
@@ -196,9 +191,6 @@ impl Dataset {
         }
         let mut neurons: Arc<dyn NeuronStore> =
             Arc::new(CachedStore::new(Arc::new(object), options.cache));
-        if let Some(shape) = &shape {
-            neurons = Arc::new(ShapedStore::new(neurons, shape.clone()));
-        }
         tracing::info!(
             dataset = %spec.name,
             backend = %location.backend,
@@ -207,11 +199,13 @@ impl Dataset {
             shape = %shape.as_ref().map_or_else(|| "listed from the store".to_string(), Shape::to_string),
             "dataset opened"
         );
+        if let Some(shape) = shape {
+            neurons = Arc::new(ShapedStore::new(neurons, shape));
+        }
         Ok(Dataset {
             name: spec.name.clone(),
             uri: spec.uri.clone(),
             layout,
-            shape,
             store: neurons,
         })
     }

@@ -324,104 +324,103 @@ impl Default for StorageOptions {
     }
 }
 
-/// A backend opened from a [`Location`].
-#[derive(Debug)]
-pub struct OpenedStore {
-    pub store: Arc<dyn ObjectStore>,
-    /// Whether reads are unauthenticated (anonymous Azure); listings then usually fail.
-    pub anonymous: bool,
-}
-
-/// Opens the `object_store` backend of a remote location. Local and bundled locations are
+/// Opens the `object_store` backend of a remote location, with the backend's environment
+/// settings, then the URI's, then these timeouts and retries. Local and bundled locations are
 /// opened by the dataset, which checks the directory.
-pub fn open_remote(backend: &Backend, options: &StorageOptions) -> Result<OpenedStore, String> {
+pub fn open_remote(
+    backend: &Backend,
+    options: &StorageOptions,
+) -> Result<Arc<dyn ObjectStore>, String> {
     install_tls_provider();
-    let bad_key = |key: &str, e: object_store::Error| format!("setting {key:?}: {e}");
-    let opened = match backend {
+    let built = |e: object_store::Error| e.to_string();
+    let store: Arc<dyn ObjectStore> = match backend {
         Backend::Azure {
             account,
             container,
             options: settings,
         } => {
-            let mut builder = MicrosoftAzureBuilder::from_env()
+            let builder = MicrosoftAzureBuilder::from_env()
                 .with_account(account)
                 .with_container_name(container);
-            for (key, value) in settings {
-                let parsed: AzureConfigKey = key.parse().map_err(|e| bad_key(key, e))?;
-                builder = builder.with_config(parsed, value);
-            }
-            let anonymous = !azure_has_credentials(&builder);
+            let builder = with_settings(builder, settings, |b, k: AzureConfigKey, v| {
+                b.with_config(k, v)
+            })?;
+            let skip_signature = !azure_has_credentials(&builder)
+                || is_true(builder.get_config_value(&AzureConfigKey::SkipSignature));
             let emulator = is_true(builder.get_config_value(&AzureConfigKey::UseEmulator));
-            let skip_signature =
-                anonymous || is_true(builder.get_config_value(&AzureConfigKey::SkipSignature));
-            let builder = builder
-                .with_skip_signature(skip_signature)
-                .with_retry(options.retry())
-                .with_client_options(options.client(emulator));
-            let store = builder.build().map_err(|e| e.to_string())?;
-            OpenedStore {
-                store: Arc::new(store),
-                anonymous,
-            }
+            Arc::new(
+                builder
+                    .with_skip_signature(skip_signature)
+                    .with_retry(options.retry())
+                    .with_client_options(options.client(emulator))
+                    .build()
+                    .map_err(built)?,
+            )
         }
         Backend::S3 {
             bucket,
             options: settings,
         } => {
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            for (key, value) in settings {
-                let parsed: AmazonS3ConfigKey = key.parse().map_err(|e| bad_key(key, e))?;
-                builder = builder.with_config(parsed, value);
-            }
+            let builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let builder = with_settings(builder, settings, |b, k: AmazonS3ConfigKey, v| {
+                b.with_config(k, v)
+            })?;
             let allow_http = builder
                 .get_config_value(&AmazonS3ConfigKey::Endpoint)
                 .is_some_and(|e| e.starts_with("http://"));
-            let store = builder
-                .with_retry(options.retry())
-                .with_client_options(options.client(allow_http))
-                .build()
-                .map_err(|e| e.to_string())?;
-            OpenedStore {
-                store: Arc::new(store),
-                anonymous: false,
-            }
+            Arc::new(
+                builder
+                    .with_retry(options.retry())
+                    .with_client_options(options.client(allow_http))
+                    .build()
+                    .map_err(built)?,
+            )
         }
         Backend::Gcs {
             bucket,
             options: settings,
         } => {
-            let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
-            for (key, value) in settings {
-                let parsed: GoogleConfigKey = key.parse().map_err(|e| bad_key(key, e))?;
-                builder = builder.with_config(parsed, value);
-            }
-            let store = builder
-                .with_retry(options.retry())
-                .with_client_options(options.client(false))
-                .build()
-                .map_err(|e| e.to_string())?;
-            OpenedStore {
-                store: Arc::new(store),
-                anonymous: false,
-            }
+            let builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            let builder = with_settings(builder, settings, |b, k: GoogleConfigKey, v| {
+                b.with_config(k, v)
+            })?;
+            Arc::new(
+                builder
+                    .with_retry(options.retry())
+                    .with_client_options(options.client(false))
+                    .build()
+                    .map_err(built)?,
+            )
         }
-        Backend::Http { base } => {
-            let store = HttpBuilder::new()
+        Backend::Http { base } => Arc::new(
+            HttpBuilder::new()
                 .with_url(base.as_str())
                 .with_retry(options.retry())
                 .with_client_options(options.client(base.scheme() == "http"))
                 .build()
-                .map_err(|e| e.to_string())?;
-            OpenedStore {
-                store: Arc::new(store),
-                anonymous: true,
-            }
-        }
+                .map_err(built)?,
+        ),
         Backend::Local(_) | Backend::Bundled => {
             return Err(format!("{backend} is not a remote location"));
         }
     };
-    Ok(opened)
+    Ok(store)
+}
+
+/// Applies the URI's backend settings to `builder`; a key the backend does not know is an error
+/// naming it.
+fn with_settings<B, K>(
+    builder: B,
+    settings: &[(String, String)],
+    set: impl Fn(B, K, &str) -> B,
+) -> Result<B, String>
+where
+    K: std::str::FromStr<Err = object_store::Error>,
+{
+    settings.iter().try_fold(builder, |builder, (key, value)| {
+        let key_parsed: K = key.parse().map_err(|e| format!("setting {key:?}: {e}"))?;
+        Ok(set(builder, key_parsed, value))
+    })
 }
 
 /// Opens a local directory, which must exist.
@@ -562,11 +561,13 @@ mod tests {
 
     #[test]
     fn azure_without_credentials_reads_anonymously() {
+        let builder = MicrosoftAzureBuilder::new().with_account("openaipublic");
+        assert!(!azure_has_credentials(&builder));
+        assert!(azure_has_credentials(
+            &builder.clone().with_access_key("a2V5")
+        ));
+        assert!(azure_has_credentials(&builder.with_use_emulator(true)));
         let location = Location::parse("az://openaipublic/neuron-explainer").unwrap();
-        let opened = open_remote(&location.backend, &StorageOptions::DEFAULT).unwrap();
-        assert!(opened.anonymous);
-        let location = Location::parse("az://acct/c?access_key=a2V5").unwrap();
-        let opened = open_remote(&location.backend, &StorageOptions::DEFAULT).unwrap();
-        assert!(!opened.anonymous);
+        assert!(open_remote(&location.backend, &StorageOptions::DEFAULT).is_ok());
     }
 }

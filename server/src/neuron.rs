@@ -62,9 +62,12 @@ fn python_max(values: impl Iterator<Item = f32>) -> Option<f32> {
     })
 }
 
-/// Everything about a neuron except its records.
-pub fn summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
-    let all_records = record
+/// Every activation record of a neuron: the top-activating ones, the random sample, then the
+/// quantile samples bucket by bucket.
+pub fn activation_records(
+    record: &pb::NeuronRecord,
+) -> impl Iterator<Item = &pb::ActivationRecord> {
+    record
         .most_positive_activation_records
         .iter()
         .chain(&record.random_sample)
@@ -74,7 +77,12 @@ pub fn summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
                 .iter()
                 .flat_map(|q| &q.quantiles)
                 .flat_map(|bucket| &bucket.records),
-        );
+        )
+}
+
+/// Everything about a neuron except its records.
+pub fn summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
+    let all_records = activation_records(record);
     pb::NeuronSummary {
         neuron_id: record.neuron_id,
         mean: record.mean,

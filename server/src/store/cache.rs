@@ -81,7 +81,7 @@ use async_trait::async_trait;
 use moka::{Expiry, future::Cache, policy::EvictionPolicy};
 
 use super::{NeuronStore, StoreError};
-use crate::neuron::NeuronKey;
+use crate::neuron::{self, NeuronKey};
 
 /// Settings of a [`CachedStore`].
 #[derive(Debug, Clone, Copy)]
@@ -252,11 +252,7 @@ pub fn heap_bytes(record: &pb::NeuronRecord) -> usize {
             .quantile_boundaries
             .as_ref()
             .map_or(0, |b| vec_bytes(&b.boundaries));
-    let activation_records = record
-        .most_positive_activation_records
-        .iter()
-        .chain(&record.random_sample)
-        .chain(quantiles.iter().flat_map(|q| &q.records))
+    let activation_records = neuron::activation_records(record)
         .map(activation_record_heap_bytes)
         .sum::<usize>();
     containers + activation_records
@@ -873,17 +869,7 @@ mod tests {
     #[test]
     fn heap_bytes_of_the_fixture_is_within_sane_bounds() {
         let record = fixture_record();
-        let all = record
-            .most_positive_activation_records
-            .iter()
-            .chain(&record.random_sample)
-            .chain(
-                record
-                    .random_sample_by_quantile
-                    .iter()
-                    .flat_map(|q| &q.quantiles)
-                    .flat_map(|q| &q.records),
-            );
+        let all = neuron::activation_records(&record);
         let (token_bytes, activations) = all.fold((0, 0), |(bytes, count), r| {
             (
                 bytes + r.tokens.iter().map(String::len).sum::<usize>(),
