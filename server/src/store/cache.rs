@@ -229,15 +229,17 @@ fn weigh(_key: &NeuronKey, slot: &Slot) -> u32 {
 }
 
 /// Bytes of heap memory a record occupies: the `NeuronRecord` struct itself (as it sits in its
-/// `Arc`), every `Vec`'s capacity times its element size, and every token `String`'s capacity,
-/// over the top-activating records, the random sample and the quantile samples (tokens,
-/// activations and `dfa_values`), plus the quantile boundaries.
+/// `Arc`), every `Vec`'s buffer and every token `String`'s, over the top-activating records, the
+/// random sample and the quantile samples (tokens, activations and `dfa_values`), plus the
+/// quantile boundaries. Each buffer counts as the chunk the allocator hands out for it (see
+/// [`allocated`]): a public neuron holds ~13,000 token strings of a few bytes each, so the
+/// allocator's minimum chunk, not the text, is most of its weight.
 pub fn heap_bytes(record: &pb::NeuronRecord) -> usize {
     let quantiles = record
         .random_sample_by_quantile
         .as_ref()
         .map_or(&[][..], |q| &q.quantiles[..]);
-    let containers = size_of::<pb::NeuronRecord>()
+    let containers = allocated(size_of::<pb::NeuronRecord>())
         + vec_bytes(&record.most_positive_activation_records)
         + vec_bytes(&record.random_sample)
         + record
@@ -262,13 +264,28 @@ pub fn heap_bytes(record: &pb::NeuronRecord) -> usize {
 /// lives in its parent's `Vec`).
 fn activation_record_heap_bytes(record: &pb::ActivationRecord) -> usize {
     vec_bytes(&record.tokens)
-        + record.tokens.iter().map(String::capacity).sum::<usize>()
+        + record
+            .tokens
+            .iter()
+            .map(|token| allocated(token.capacity()))
+            .sum::<usize>()
         + vec_bytes(&record.activations)
         + vec_bytes(&record.dfa_values)
 }
 
 fn vec_bytes<T>(items: &Vec<T>) -> usize {
-    items.capacity() * size_of::<T>()
+    allocated(items.capacity() * size_of::<T>())
+}
+
+/// The memory an allocation of `bytes` takes: glibc's malloc (the system allocator here) adds
+/// an 8-byte header, rounds up to 16 bytes and hands out at least 32. Without this, a record
+/// of short tokens weighs half of what it costs, and the cache holds twice its budget.
+fn allocated(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 8).next_multiple_of(16).max(32)
+    }
 }
 
 impl CachedStore {
@@ -904,7 +921,7 @@ mod tests {
         bigger.random_sample[0].dfa_values = Vec::with_capacity(10);
         assert_eq!(
             heap_bytes(&bigger),
-            heap_bytes(&small) + 10 * size_of::<i64>()
+            heap_bytes(&small) + allocated(10 * size_of::<i64>())
         );
         let mut quantiles = small.clone();
         quantiles.random_sample_by_quantile = Some(pb::RandomSampleByQuantile {
