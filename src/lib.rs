@@ -4,6 +4,8 @@
 //!
 //! - [`pb`]: the messages of `neuron_explainer.activations.v1` (prost) with the
 //!   `ActivationService` client and server stubs (tonic).
+//! - [`wire`] and [`encoded`]: the same messages for the server, with each `ActivationRecord`
+//!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of `proto/`, including
 //!   `google/rpc/error_details.proto`, for server reflection.
 //!
@@ -15,6 +17,20 @@
 pub mod pb {
     tonic::include_proto!("neuron_explainer.activations.v1");
 }
+
+/// The server's view of the same messages: [`wire::ActivationRecord`](encoded::EncodedRecord)
+/// holds the protobuf encoding of a record instead of its fields, so the server encodes each
+/// record once, when it reads the neuron, and every response shares those bytes. The encoding
+/// is the same; only the server stub is generated here.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod wire {
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/wire/neuron_explainer.activations.v1.rs"
+    ));
+}
+
+pub mod encoded;
 
 /// Encoded `FileDescriptorSet` of every file in `proto/`, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
