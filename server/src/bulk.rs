@@ -11,7 +11,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use activations_proto::pb;
+use activations_proto::wire;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -52,7 +52,8 @@ impl Default for BulkSettings {
 }
 
 /// The response stream of `StreamNeuronSplits`.
-pub type NeuronSplitsStream = Pin<Box<dyn Stream<Item = Result<pb::NeuronSplits, Status>> + Send>>;
+pub type NeuronSplitsStream =
+    Pin<Box<dyn Stream<Item = Result<wire::NeuronSplits, Status>> + Send>>;
 
 /// A single record larger than this cannot travel in a message a default client accepts (4 MiB).
 const MAX_RECORD_BYTES: usize = 3 << 20;
@@ -61,7 +62,7 @@ const MAX_RECORD_BYTES: usize = 3 << 20;
 pub async fn stream(
     datasets: &Datasets,
     settings: &BulkSettings,
-    request: pb::StreamNeuronSplitsRequest,
+    request: wire::StreamNeuronSplitsRequest,
 ) -> Result<NeuronSplitsStream, ServiceError> {
     let dataset = datasets.get(&request.dataset)?.clone();
     let splits = parse_splits(&request.splits)?;
@@ -155,10 +156,10 @@ type Keyed = Result<(u64, NeuronKey), ServiceError>;
 
 impl Selection {
     fn parse(
-        selection: Option<&pb::NeuronSelection>,
+        selection: Option<&wire::NeuronSelection>,
         settings: &BulkSettings,
     ) -> Result<Selection, ServiceError> {
-        use pb::neuron_selection::Selection as Pb;
+        use wire::neuron_selection::Selection as Pb;
         match selection.and_then(|s| s.selection.as_ref()) {
             None => Err(ServiceError::invalid(
                 "selection",
@@ -311,14 +312,14 @@ impl Job {
         &self,
         position: u64,
         key: NeuronKey,
-    ) -> Result<Vec<pb::NeuronSplits>, ServiceError> {
+    ) -> Result<Vec<wire::NeuronSplits>, ServiceError> {
         let cursor = Cursor {
             fingerprint: self.fingerprint,
             position,
             neuron: key,
         }
         .encode();
-        let failed = |error: ServiceError| pb::NeuronSplits {
+        let failed = |error: ServiceError| wire::NeuronSplits {
             neuron_id: Some(key.into()),
             splits: Vec::new(),
             error: Some(rpc_status(Status::from(error))),
@@ -370,9 +371,9 @@ impl Job {
                     Source::TopActivating => &record.most_positive_activation_records,
                     Source::Random => &record.random_sample,
                 };
-                let entry = pb::SplitActivationRecord {
+                let entry = wire::SplitActivationRecord {
                     record: Some(list[index].clone()),
-                    source: pb::RecordSource::from(source).into(),
+                    source: wire::RecordSource::from(source).into(),
                     source_index: index as u32,
                 };
                 let len = entry.encoded_len();
@@ -400,14 +401,14 @@ impl Job {
         Ok(messages)
     }
 
-    fn empty_message(&self, key: NeuronKey) -> pb::NeuronSplits {
-        pb::NeuronSplits {
+    fn empty_message(&self, key: NeuronKey) -> wire::NeuronSplits {
+        wire::NeuronSplits {
             neuron_id: Some(key.into()),
             splits: self
                 .splits
                 .iter()
-                .map(|&split| pb::SplitRecords {
-                    split: pb::Split::from(split).into(),
+                .map(|&split| wire::SplitRecords {
+                    split: wire::Split::from(split).into(),
                     records: Vec::new(),
                 })
                 .collect(),
@@ -444,8 +445,8 @@ fn rpc_status(status: Status) -> tonic_types::Status {
 
 /// Identifies a request's dataset, selection, splits and slice parameters: a cursor is only
 /// valid for the request it came from.
-fn fingerprint(dataset: &str, request: &pb::StreamNeuronSplitsRequest) -> u64 {
-    let canonical = pb::StreamNeuronSplitsRequest {
+fn fingerprint(dataset: &str, request: &wire::StreamNeuronSplitsRequest) -> u64 {
+    let canonical = wire::StreamNeuronSplitsRequest {
         dataset: dataset.to_string(),
         cursor: String::new(),
         ..request.clone()

@@ -6,7 +6,7 @@
 
 use std::{fmt, str::FromStr};
 
-use activations_proto::pb;
+use activations_proto::wire;
 use object_store::path::Path;
 
 use crate::neuron::NeuronKey;
@@ -70,11 +70,11 @@ impl fmt::Display for Layout {
     }
 }
 
-impl From<Layout> for pb::Layout {
+impl From<Layout> for wire::Layout {
     fn from(layout: Layout) -> Self {
         match layout {
-            Layout::Flat => pb::Layout::Flat,
-            Layout::Neurons => pb::Layout::Neurons,
+            Layout::Flat => wire::Layout::Flat,
+            Layout::Neurons => wire::Layout::Neurons,
         }
     }
 }

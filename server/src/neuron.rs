@@ -2,11 +2,14 @@
 
 use std::fmt;
 
-use activations_proto::pb;
+use activations_proto::{
+    encoded::{EncodedRecord, python_max},
+    pb, wire,
+};
 
 /// Which neuron: a layer index and a neuron index within that layer.
 ///
-/// The wire type `pb::NeuronId` is a prost message (not `Copy`, not `Hash`); this is the key the
+/// The wire type `wire::NeuronId` is a prost message (not `Copy`, not `Hash`); this is the key the
 /// server passes around and caches by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NeuronKey {
@@ -23,6 +26,21 @@ impl NeuronKey {
 impl fmt::Display for NeuronKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "layer {} neuron {}", self.layer, self.neuron)
+    }
+}
+
+impl From<&wire::NeuronId> for NeuronKey {
+    fn from(id: &wire::NeuronId) -> Self {
+        NeuronKey::new(id.layer_index, id.neuron_index)
+    }
+}
+
+impl From<NeuronKey> for wire::NeuronId {
+    fn from(key: NeuronKey) -> Self {
+        wire::NeuronId {
+            layer_index: key.layer,
+            neuron_index: key.neuron,
+        }
     }
 }
 
@@ -47,26 +65,13 @@ impl From<NeuronKey> for pb::NeuronId {
 /// in first place wins and a later NaN is skipped; this follows that order exactly. Python
 /// raises where there are no top-activating records (or an empty one); this answers `None` for
 /// no records and skips empty ones.
-pub fn max_activation(top: &[pb::ActivationRecord]) -> Option<f32> {
-    python_max(
-        top.iter()
-            .filter_map(|r| python_max(r.activations.iter().copied())),
-    )
-}
-
-fn python_max(values: impl Iterator<Item = f32>) -> Option<f32> {
-    values.fold(None, |best, x| match best {
-        Some(b) if x > b => Some(x),
-        Some(b) => Some(b),
-        None => Some(x),
-    })
+pub fn max_activation(top: &[EncodedRecord]) -> Option<f32> {
+    python_max(top.iter().filter_map(EncodedRecord::max_activation))
 }
 
 /// Every activation record of a neuron: the top-activating ones, the random sample, then the
 /// quantile samples bucket by bucket.
-pub fn activation_records(
-    record: &pb::NeuronRecord,
-) -> impl Iterator<Item = &pb::ActivationRecord> {
+pub fn activation_records(record: &wire::NeuronRecord) -> impl Iterator<Item = &EncodedRecord> {
     record
         .most_positive_activation_records
         .iter()
@@ -81,9 +86,8 @@ pub fn activation_records(
 }
 
 /// Everything about a neuron except its records.
-pub fn summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
-    let all_records = activation_records(record);
-    pb::NeuronSummary {
+pub fn summary(record: &wire::NeuronRecord) -> wire::NeuronSummary {
+    wire::NeuronSummary {
         neuron_id: record.neuron_id,
         mean: record.mean,
         variance: record.variance,
@@ -99,7 +103,9 @@ pub fn summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
             .flat_map(|q| &q.quantiles)
             .map(|bucket| count(bucket.records.len()))
             .collect(),
-        token_count: all_records.map(|r| r.tokens.len() as u64).sum(),
+        token_count: activation_records(record)
+            .map(|r| u64::from(r.token_count()))
+            .sum(),
     }
 }
 
@@ -111,12 +117,12 @@ fn count(len: usize) -> u32 {
 mod tests {
     use super::*;
 
-    fn record(activations: &[f32]) -> pb::ActivationRecord {
-        pb::ActivationRecord {
+    fn record(activations: &[f32]) -> EncodedRecord {
+        EncodedRecord::from_record(&pb::ActivationRecord {
             tokens: activations.iter().map(|a| a.to_string()).collect(),
             activations: activations.to_vec(),
             ..Default::default()
-        }
+        })
     }
 
     #[test]
@@ -144,16 +150,16 @@ mod tests {
 
     #[test]
     fn summary_counts_records_and_tokens() {
-        let neuron = pb::NeuronRecord {
+        let neuron = wire::NeuronRecord {
             neuron_id: Some(NeuronKey::new(3, 7).into()),
             most_positive_activation_records: vec![record(&[1.0, 2.0]), record(&[0.5])],
             random_sample: vec![record(&[0.0, 0.0, 0.0])],
-            random_sample_by_quantile: Some(pb::RandomSampleByQuantile {
+            random_sample_by_quantile: Some(wire::RandomSampleByQuantile {
                 quantiles: vec![
-                    pb::ActivationRecordList {
+                    wire::ActivationRecordList {
                         records: vec![record(&[1.0])],
                     },
-                    pb::ActivationRecordList { records: vec![] },
+                    wire::ActivationRecordList { records: vec![] },
                 ],
             }),
             mean: Some(f64::NAN),

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use activations_proto::pb::activation_service_server::ActivationServiceServer;
+use activations_proto::wire::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
 use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 

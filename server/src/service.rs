@@ -4,7 +4,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use activations_proto::pb::{self, activation_service_server::ActivationService};
+use activations_proto::wire::{self, activation_service_server::ActivationService};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -41,8 +41,8 @@ impl ActivationsService {
     async fn load(
         &self,
         dataset: &str,
-        neuron_id: Option<pb::NeuronId>,
-    ) -> Result<(Arc<Dataset>, NeuronKey, Arc<pb::NeuronRecord>), ServiceError> {
+        neuron_id: Option<wire::NeuronId>,
+    ) -> Result<(Arc<Dataset>, NeuronKey, Arc<wire::NeuronRecord>), ServiceError> {
         let dataset = self.datasets.get(dataset)?.clone();
         let key = neuron_key(neuron_id)?;
         let record = dataset
@@ -54,7 +54,7 @@ impl ActivationsService {
     }
 }
 
-fn neuron_key(neuron_id: Option<pb::NeuronId>) -> Result<NeuronKey, ServiceError> {
+fn neuron_key(neuron_id: Option<wire::NeuronId>) -> Result<NeuronKey, ServiceError> {
     neuron_id
         .as_ref()
         .map(NeuronKey::from)
@@ -63,12 +63,12 @@ fn neuron_key(neuron_id: Option<pb::NeuronId>) -> Result<NeuronKey, ServiceError
 
 /// A `Split` enum value of the request field `field`; SPLIT_UNSPECIFIED is refused.
 pub(crate) fn parse_split(field: &'static str, value: i32) -> Result<Split, ServiceError> {
-    match pb::Split::try_from(value) {
-        Ok(pb::Split::Train) => Ok(Split::Train),
-        Ok(pb::Split::Calibration) => Ok(Split::Calibration),
-        Ok(pb::Split::Valid) => Ok(Split::Valid),
-        Ok(pb::Split::Test) => Ok(Split::Test),
-        Ok(pb::Split::Unspecified) => Err(ServiceError::invalid(
+    match wire::Split::try_from(value) {
+        Ok(wire::Split::Train) => Ok(Split::Train),
+        Ok(wire::Split::Calibration) => Ok(Split::Calibration),
+        Ok(wire::Split::Valid) => Ok(Split::Valid),
+        Ok(wire::Split::Test) => Ok(Split::Test),
+        Ok(wire::Split::Unspecified) => Err(ServiceError::invalid(
             field,
             "is required: one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST",
         )),
@@ -79,36 +79,36 @@ pub(crate) fn parse_split(field: &'static str, value: i32) -> Result<Split, Serv
     }
 }
 
-impl From<Split> for pb::Split {
+impl From<Split> for wire::Split {
     fn from(split: Split) -> Self {
         match split {
-            Split::Train => pb::Split::Train,
-            Split::Calibration => pb::Split::Calibration,
-            Split::Valid => pb::Split::Valid,
-            Split::Test => pb::Split::Test,
+            Split::Train => wire::Split::Train,
+            Split::Calibration => wire::Split::Calibration,
+            Split::Valid => wire::Split::Valid,
+            Split::Test => wire::Split::Test,
         }
     }
 }
 
-impl From<Source> for pb::RecordSource {
+impl From<Source> for wire::RecordSource {
     fn from(source: Source) -> Self {
         match source {
-            Source::TopActivating => pb::RecordSource::TopActivating,
-            Source::Random => pb::RecordSource::Random,
+            Source::TopActivating => wire::RecordSource::TopActivating,
+            Source::Random => wire::RecordSource::Random,
         }
     }
 }
 
 /// The records of one split: a lazy stream over the shared neuron record, so nothing is copied
 /// before the client asks for it and a client that goes away stops the work.
-type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::SplitActivationRecord, Status>> + Send>>;
+type RecordStream = Pin<Box<dyn Stream<Item = Result<wire::SplitActivationRecord, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ActivationService for ActivationsService {
     async fn get_neuron_record(
         &self,
-        request: Request<pb::GetNeuronRecordRequest>,
-    ) -> Result<Response<pb::NeuronRecord>, Status> {
+        request: Request<wire::GetNeuronRecordRequest>,
+    ) -> Result<Response<wire::NeuronRecord>, Status> {
         let request = request.into_inner();
         let (_, _, record) = self.load(&request.dataset, request.neuron_id).await?;
         Ok(Response::new(Arc::unwrap_or_clone(record)))
@@ -118,7 +118,7 @@ impl ActivationService for ActivationsService {
 
     async fn stream_activation_records(
         &self,
-        request: Request<pb::StreamActivationRecordsRequest>,
+        request: Request<wire::StreamActivationRecordsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
         let split = parse_split("split", request.split)?;
@@ -141,9 +141,9 @@ impl ActivationService for ActivationsService {
                 Source::TopActivating => &record.most_positive_activation_records,
                 Source::Random => &record.random_sample,
             };
-            Ok(pb::SplitActivationRecord {
+            Ok(wire::SplitActivationRecord {
                 record: Some(list[index].clone()),
-                source: pb::RecordSource::from(source).into(),
+                source: wire::RecordSource::from(source).into(),
                 source_index: index as u32,
             })
         });
@@ -154,7 +154,7 @@ impl ActivationService for ActivationsService {
 
     async fn stream_neuron_splits(
         &self,
-        request: Request<pb::StreamNeuronSplitsRequest>,
+        request: Request<wire::StreamNeuronSplitsRequest>,
     ) -> Result<Response<Self::StreamNeuronSplitsStream>, Status> {
         let stream = crate::bulk::stream(&self.datasets, &self.bulk, request.into_inner()).await?;
         Ok(Response::new(stream))
@@ -162,8 +162,8 @@ impl ActivationService for ActivationsService {
 
     async fn get_neuron_summary(
         &self,
-        request: Request<pb::GetNeuronSummaryRequest>,
-    ) -> Result<Response<pb::NeuronSummary>, Status> {
+        request: Request<wire::GetNeuronSummaryRequest>,
+    ) -> Result<Response<wire::NeuronSummary>, Status> {
         let request = request.into_inner();
         let (_, _, record) = self.load(&request.dataset, request.neuron_id).await?;
         Ok(Response::new(neuron::summary(&record)))
@@ -171,8 +171,8 @@ impl ActivationService for ActivationsService {
 
     async fn neuron_exists(
         &self,
-        request: Request<pb::NeuronExistsRequest>,
-    ) -> Result<Response<pb::NeuronExistsResponse>, Status> {
+        request: Request<wire::NeuronExistsRequest>,
+    ) -> Result<Response<wire::NeuronExistsResponse>, Status> {
         let request = request.into_inner();
         let dataset = self.datasets.get(&request.dataset)?;
         let key = neuron_key(request.neuron_id)?;
@@ -181,26 +181,26 @@ impl ActivationService for ActivationsService {
             .neuron_exists(key)
             .await
             .map_err(|e| ServiceError::store(&dataset.name, Subject::Neuron(key), e))?;
-        Ok(Response::new(pb::NeuronExistsResponse { exists }))
+        Ok(Response::new(wire::NeuronExistsResponse { exists }))
     }
 
     async fn list_layers(
         &self,
-        request: Request<pb::ListLayersRequest>,
-    ) -> Result<Response<pb::ListLayersResponse>, Status> {
+        request: Request<wire::ListLayersRequest>,
+    ) -> Result<Response<wire::ListLayersResponse>, Status> {
         let dataset = self.datasets.get(&request.get_ref().dataset)?;
         let layer_indices = dataset
             .store
             .layers()
             .await
             .map_err(|e| ServiceError::store(&dataset.name, Subject::Layers, e))?;
-        Ok(Response::new(pb::ListLayersResponse { layer_indices }))
+        Ok(Response::new(wire::ListLayersResponse { layer_indices }))
     }
 
     async fn list_neurons(
         &self,
-        request: Request<pb::ListNeuronsRequest>,
-    ) -> Result<Response<pb::ListNeuronsResponse>, Status> {
+        request: Request<wire::ListNeuronsRequest>,
+    ) -> Result<Response<wire::ListNeuronsResponse>, Status> {
         let request = request.into_inner();
         let dataset = self.datasets.get(&request.dataset)?;
         let layer = request.layer_index;
@@ -230,7 +230,7 @@ impl ActivationService for ActivationsService {
             .encode(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListNeuronsResponse {
+        Ok(Response::new(wire::ListNeuronsResponse {
             neuron_indices: page.to_vec(),
             next_page_token,
         }))
@@ -238,19 +238,19 @@ impl ActivationService for ActivationsService {
 
     async fn list_datasets(
         &self,
-        _request: Request<pb::ListDatasetsRequest>,
-    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        _request: Request<wire::ListDatasetsRequest>,
+    ) -> Result<Response<wire::ListDatasetsResponse>, Status> {
         let default = self.datasets.default().name.clone();
         let datasets = self
             .datasets
             .iter()
-            .map(|d| pb::DatasetInfo {
+            .map(|d| wire::DatasetInfo {
                 name: d.name.clone(),
                 uri: d.uri.clone(),
-                layout: pb::Layout::from(d.layout).into(),
+                layout: wire::Layout::from(d.layout).into(),
                 is_default: d.name == default,
             })
             .collect();
-        Ok(Response::new(pb::ListDatasetsResponse { datasets }))
+        Ok(Response::new(wire::ListDatasetsResponse { datasets }))
     }
 }

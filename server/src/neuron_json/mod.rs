@@ -13,12 +13,14 @@
 //! ```
 //!
 //! Python writes `NaN`, `Infinity` and `-Infinity` as bare literals, which standard JSON
-//! parsers reject, so this module has its own reader. It decodes straight into the
-//! [`pb`] messages in one pass over the bytes, knowing the schema: no
-//! intermediate JSON tree, and a token without escapes costs one copy of its bytes.
+//! parsers reject, so this module has its own reader. It decodes straight into the protobuf
+//! encoding of each activation record, in one pass over the bytes, knowing the schema: no
+//! intermediate JSON tree, no allocation per token (a token without escapes costs one copy of
+//! its bytes), one buffer per neuron.
 //!
-//! - [`parse_neuron_record`] reads a file the way `neuron_explainer.fast_dataclasses.loads`
-//!   does, and fails with a [`ParseError`] that says where and what, never a panic.
+//! - [`parse_neuron`] reads a file the way `neuron_explainer.fast_dataclasses.loads` does, and
+//!   fails with a [`ParseError`] that says where and what, never a panic.
+//!   [`parse_neuron_record`] gives the same record as typed messages.
 //! - [`write_neuron_record`] writes a record back the way Python wrote the public files;
 //!   for those files `write_neuron_record(&parse_neuron_record(f)?) == f`, byte for byte.
 
@@ -28,7 +30,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use activations_proto::pb;
+use activations_proto::{pb, wire};
+use prost::Message as _;
 
 /// Why a neuron file could not be read, and where.
 ///
@@ -49,13 +52,16 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Decodes one neuron file exactly as `neuron_explainer.fast_dataclasses.loads` reads it.
+/// Decodes one neuron file exactly as `neuron_explainer.fast_dataclasses.loads` reads it, into
+/// the form the service keeps: each activation record as its protobuf encoding
+/// ([`EncodedRecord`](activations_proto::encoded::EncodedRecord)), all of them slices of one
+/// buffer.
 ///
 /// Accepted beyond strict JSON, as Python's `json` accepts it: `NaN`, `Infinity` and
 /// `-Infinity` in any number position, lone surrogate escapes (decoded as U+FFFD, since a Rust
 /// string cannot hold them) and a leading UTF-8 byte order mark. In any number position `null`
 /// is accepted too: an activation `null` becomes NaN, a moment (`mean`, ...) `null` becomes
-/// `None`, a boundary `null` becomes a [`pb::NullableDouble`] without value.
+/// `None`, a boundary `null` becomes a `NullableDouble` without value.
 ///
 /// Schema rules, following the dataclasses:
 /// - `dataclass_name` may be absent; if present it must name the class expected there
@@ -73,8 +79,25 @@ pub struct ParseError {
 /// A [`ParseError`] for invalid JSON, invalid UTF-8, a raw control character inside a string,
 /// a value of the wrong type, a missing required field, a wrong `dataclass_name`, an
 /// activation record whose lengths differ, or data after the record.
-pub fn parse_neuron_record(bytes: &[u8]) -> Result<pb::NeuronRecord, ParseError> {
+pub fn parse_neuron(bytes: &[u8]) -> Result<wire::NeuronRecord, ParseError> {
     reader::parse(bytes)
+}
+
+/// [`parse_neuron`], then decoded into the typed messages (a `String` per token): for tools
+/// and tests that look inside records. The service itself never needs this.
+///
+/// # Errors
+///
+/// As [`parse_neuron`].
+pub fn parse_neuron_record(bytes: &[u8]) -> Result<pb::NeuronRecord, ParseError> {
+    parse_neuron(bytes).map(|record| typed(&record))
+}
+
+/// The typed form of a record the service holds. Both are encodings of the same message, so
+/// this is a protobuf decode of its encoding; that cannot fail for a record built by this crate,
+/// and an empty record is returned rather than a panic if it ever did.
+pub fn typed(record: &wire::NeuronRecord) -> pb::NeuronRecord {
+    pb::NeuronRecord::decode(record.encode_to_vec().as_slice()).unwrap_or_default()
 }
 
 /// Encodes a record the way Python's `json.dumps` wrote the public neuron files.

@@ -4,7 +4,7 @@
 //! # What is cached
 //!
 //! - **Parsed records.** [`NeuronStore::neuron`] answers are kept as the same
-//!   `Arc<pb::NeuronRecord>` the inner store produced, so a hit costs no I/O, no parsing and no
+//!   `Arc<wire::NeuronRecord>` the inner store produced, so a hit costs no I/O, no parsing and no
 //!   copy. Records never expire: neuron files are immutable datasets, so a record leaves the
 //!   cache only when the byte budget needs its room (least recently used first). A file that is
 //!   rewritten in place is therefore served stale until its record is evicted.
@@ -33,9 +33,9 @@
 //!
 //! # Weight and budget
 //!
-//! Each entry weighs its real heap size: [`heap_bytes`] for a record (every `Vec`'s capacity
-//! times its element size and every `String`'s capacity, over all activation records), the key
-//! and the slot plus the path's bytes for a marker. The cache holds at most
+//! Each entry weighs its real heap size: [`heap_bytes`] for a record (its lists' capacities and
+//! its encoded records' bytes, one buffer per parsed neuron), the key and the slot plus the
+//! path's bytes for a marker. The cache holds at most
 //! [`CacheConfig::max_bytes`] of these (moka's `max_capacity` with a weigher; a weight is a
 //! `u32`, so one record above 4 GiB would count as 4 GiB). A record heavier than the whole
 //! budget is returned to its callers but never kept.
@@ -76,7 +76,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use activations_proto::pb;
+use activations_proto::wire;
 use async_trait::async_trait;
 use moka::{Expiry, future::Cache, policy::EvictionPolicy};
 
@@ -86,8 +86,8 @@ use crate::neuron::{self, NeuronKey};
 /// Settings of a [`CachedStore`].
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
-    /// Budget of the cache: the sum of the records' heap sizes (`heap_bytes`: every `Vec`'s
-    /// capacity and every `String`'s), plus a few bytes per entry. `0` disables caching:
+    /// Budget of the cache: the sum of the records' heap sizes (`heap_bytes`: their lists and
+    /// encoded records), plus a few bytes per entry. `0` disables caching:
     /// every call reads the inner store.
     pub max_bytes: u64,
     /// How long a `NotFound` from the inner store is remembered. Zero remembers nothing.
@@ -167,7 +167,7 @@ enum Listing {
 /// What the cache holds for a key.
 #[derive(Debug, Clone)]
 enum Slot {
-    Record(Arc<pb::NeuronRecord>),
+    Record(Arc<wire::NeuronRecord>),
     /// The inner store answered `NotFound` for this path.
     Missing(Arc<str>),
 }
@@ -229,57 +229,39 @@ fn weigh(_key: &NeuronKey, slot: &Slot) -> u32 {
 }
 
 /// Bytes of heap memory a record occupies: the `NeuronRecord` struct itself (as it sits in its
-/// `Arc`), every `Vec`'s buffer and every token `String`'s, over the top-activating records, the
-/// random sample and the quantile samples (tokens, activations and `dfa_values`), plus the
-/// quantile boundaries. Each buffer counts as the chunk the allocator hands out for it (see
-/// [`allocated`]): a public neuron holds ~13,000 token strings of a few bytes each, so the
-/// allocator's minimum chunk, not the text, is most of its weight.
-pub fn heap_bytes(record: &pb::NeuronRecord) -> usize {
-    let quantiles = record
-        .random_sample_by_quantile
-        .as_ref()
-        .map_or(&[][..], |q| &q.quantiles[..]);
-    let containers = allocated(size_of::<pb::NeuronRecord>())
+/// `Arc`), its lists of records and boundaries, and the encoded records' bytes. A parsed neuron
+/// keeps all its records in one buffer (see [`neuron_json::parse_neuron`]), which is the bulk of
+/// its weight; records are counted by their encoded length, so a buffer shared with records
+/// outside this neuron would be undercounted, which the parser never does.
+///
+/// [`neuron_json::parse_neuron`]: crate::neuron_json::parse_neuron
+pub fn heap_bytes(record: &wire::NeuronRecord) -> usize {
+    let containers = allocated(size_of::<wire::NeuronRecord>())
         + vec_bytes(&record.most_positive_activation_records)
         + vec_bytes(&record.random_sample)
-        + record
-            .random_sample_by_quantile
-            .as_ref()
-            .map_or(0, |q| vec_bytes(&q.quantiles))
-        + quantiles
-            .iter()
-            .map(|q| vec_bytes(&q.records))
-            .sum::<usize>()
+        + record.random_sample_by_quantile.as_ref().map_or(0, |q| {
+            vec_bytes(&q.quantiles)
+                + q.quantiles
+                    .iter()
+                    .map(|l| vec_bytes(&l.records))
+                    .sum::<usize>()
+        })
         + record
             .quantile_boundaries
             .as_ref()
             .map_or(0, |b| vec_bytes(&b.boundaries));
-    let activation_records = neuron::activation_records(record)
-        .map(activation_record_heap_bytes)
+    let encoded = neuron::activation_records(record)
+        .map(|r| r.body().len())
         .sum::<usize>();
-    containers + activation_records
-}
-
-/// Heap bytes owned by one activation record (not counting the record struct itself, which
-/// lives in its parent's `Vec`).
-fn activation_record_heap_bytes(record: &pb::ActivationRecord) -> usize {
-    vec_bytes(&record.tokens)
-        + record
-            .tokens
-            .iter()
-            .map(|token| allocated(token.capacity()))
-            .sum::<usize>()
-        + vec_bytes(&record.activations)
-        + vec_bytes(&record.dfa_values)
+    containers + allocated(encoded)
 }
 
 fn vec_bytes<T>(items: &Vec<T>) -> usize {
     allocated(items.capacity() * size_of::<T>())
 }
 
-/// The memory an allocation of `bytes` takes: glibc's malloc (the system allocator here) adds
-/// an 8-byte header, rounds up to 16 bytes and hands out at least 32. Without this, a record
-/// of short tokens weighs half of what it costs, and the cache holds twice its budget.
+/// The memory an allocation of `bytes` takes: malloc adds a header, rounds up to 16 bytes and
+/// hands out at least 32.
 fn allocated(bytes: usize) -> usize {
     if bytes == 0 {
         0
@@ -363,7 +345,7 @@ impl fmt::Debug for CachedStore {
 
 #[async_trait]
 impl NeuronStore for CachedStore {
-    async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError> {
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let Some(cache) = &self.cache else {
             Counters::add(&self.counters.misses);
             return self.inner.neuron(key).await;
@@ -466,6 +448,8 @@ mod tests {
     };
 
     use super::*;
+    use activations_proto::encoded::EncodedRecord;
+
     use crate::{layout::Layout, neuron_json, store::ObjectNeuronStore};
 
     const FIXTURE: &[u8] = include_bytes!(concat!(
@@ -589,8 +573,8 @@ mod tests {
         Arc::new(CachedStore::new(Arc::new(inner), config))
     }
 
-    fn fixture_record() -> pb::NeuronRecord {
-        neuron_json::parse_neuron_record(FIXTURE).unwrap()
+    fn fixture_record() -> wire::NeuronRecord {
+        neuron_json::parse_neuron(FIXTURE).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -884,51 +868,64 @@ mod tests {
     }
 
     #[test]
-    fn heap_bytes_of_the_fixture_is_within_sane_bounds() {
+    fn heap_bytes_of_the_fixture_is_its_encoding_plus_its_lists() {
         let record = fixture_record();
-        let all = neuron::activation_records(&record);
-        let (token_bytes, activations) = all.fold((0, 0), |(bytes, count), r| {
-            (
-                bytes + r.tokens.iter().map(String::len).sum::<usize>(),
-                count + r.activations.len(),
+        let typed = neuron_json::typed(&record);
+        let (token_bytes, activations) = typed
+            .most_positive_activation_records
+            .iter()
+            .chain(&typed.random_sample)
+            .chain(
+                typed
+                    .random_sample_by_quantile
+                    .iter()
+                    .flat_map(|q| &q.quantiles)
+                    .flat_map(|l| &l.records),
             )
-        });
+            .fold((0, 0), |(bytes, count), r| {
+                (
+                    bytes + r.tokens.iter().map(String::len).sum::<usize>(),
+                    count + r.activations.len(),
+                )
+            });
         let bytes = heap_bytes(&record);
         assert!(activations > 0);
+        // The text and the floats, plus a tag and a length per token...
         assert!(
-            bytes > token_bytes + 4 * activations,
-            "{bytes} <= {token_bytes} + 4 × {activations}"
+            bytes > token_bytes + 4 * activations + 2 * activations,
+            "{bytes} <= {token_bytes} + 6 × {activations}"
         );
+        // ...and little more: about 60% of the JSON.
         assert!(
-            bytes < 4 * FIXTURE.len(),
-            "{bytes} >= 4 × {}",
+            bytes < FIXTURE.len() * 2 / 3,
+            "{bytes} >= 2/3 × {}",
             FIXTURE.len()
         );
     }
 
     #[test]
-    fn heap_bytes_counts_capacity_and_dfa_values() {
-        let small = pb::NeuronRecord {
-            random_sample: vec![pb::ActivationRecord {
-                tokens: vec!["ab".to_string()],
-                activations: vec![1.0],
-                dfa_values: Vec::new(),
-                dfa_target_index: None,
-            }],
+    fn heap_bytes_counts_lists_and_encoded_bytes() {
+        let record = |tokens: usize| {
+            EncodedRecord::from_record(&activations_proto::pb::ActivationRecord {
+                tokens: vec!["ab".to_string(); tokens],
+                activations: vec![1.0; tokens],
+                ..Default::default()
+            })
+        };
+        let small = wire::NeuronRecord {
+            random_sample: vec![record(1)],
             ..Default::default()
         };
         let mut bigger = small.clone();
-        bigger.random_sample[0].dfa_values = Vec::with_capacity(10);
-        assert_eq!(
-            heap_bytes(&bigger),
-            heap_bytes(&small) + allocated(10 * size_of::<i64>())
-        );
+        bigger.random_sample[0] = record(100);
+        // 99 more tokens: 4 bytes each ("ab" with tag and length) and 4 bytes of activation.
+        assert!(heap_bytes(&bigger) > heap_bytes(&small) + 99 * 7);
         let mut quantiles = small.clone();
-        quantiles.random_sample_by_quantile = Some(pb::RandomSampleByQuantile {
-            quantiles: vec![pb::ActivationRecordList {
+        quantiles.random_sample_by_quantile = Some(wire::RandomSampleByQuantile {
+            quantiles: vec![wire::ActivationRecordList {
                 records: small.random_sample.clone(),
             }],
         });
-        assert!(heap_bytes(&quantiles) > 2 * heap_bytes(&small) - size_of::<pb::NeuronRecord>());
+        assert!(heap_bytes(&quantiles) > heap_bytes(&small) + size_of::<EncodedRecord>());
     }
 }

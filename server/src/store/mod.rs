@@ -11,7 +11,7 @@ mod shaped;
 
 use std::sync::Arc;
 
-use activations_proto::pb;
+use activations_proto::wire;
 use async_trait::async_trait;
 
 use crate::{neuron::NeuronKey, neuron_json::ParseError};
@@ -24,7 +24,7 @@ pub use shaped::ShapedStore;
 #[async_trait]
 pub trait NeuronStore: Send + Sync + std::fmt::Debug + 'static {
     /// The parsed record of one neuron. Shared, because it is large and read-only.
-    async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError>;
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError>;
 
     /// Whether the neuron's file exists. A missing file is `Ok(false)`, not an error.
     async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError>;

@@ -1,10 +1,16 @@
 //! [`NeuronStore`] over an `object_store` backend.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    num::NonZeroUsize,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
-use activations_proto::pb;
+use activations_proto::wire;
 use async_trait::async_trait;
+use bytes::Bytes;
 use object_store::{ListResult, ObjectStore, ObjectStoreExt, path::Path};
+use tokio::sync::Semaphore;
 
 use super::{NeuronStore, StoreError};
 use crate::{
@@ -141,13 +147,29 @@ impl ObjectNeuronStore {
     }
 }
 
+/// At most one parse per core at a time; see [`parse_off_workers`].
+static PARSERS: LazyLock<Semaphore> = LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(2, NonZeroUsize::get))
+});
+
+/// Parses a neuron file on a blocking thread, at most one per core at a time. A public neuron
+/// takes about half a millisecond of CPU, too long for an async worker; more parses at once
+/// than cores would not finish sooner, and each extra thread the blocking pool grew for a burst
+/// of reads would keep an allocator arena (memory) of its own.
+async fn parse_off_workers(
+    bytes: Bytes,
+) -> Result<Result<wire::NeuronRecord, neuron_json::ParseError>, tokio::task::JoinError> {
+    // The semaphore is never closed, so acquiring cannot fail; parse regardless if it did.
+    let _permit = PARSERS.acquire().await.ok();
+    tokio::task::spawn_blocking(move || neuron_json::parse_neuron(&bytes)).await
+}
+
 #[async_trait]
 impl NeuronStore for ObjectNeuronStore {
-    async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError> {
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let path = self.layout.neuron_path(&self.root, key);
         let bytes = self.read(&path).await?;
-        // Parsing a 230 KB file takes milliseconds: keep it off the async workers.
-        match tokio::task::spawn_blocking(move || neuron_json::parse_neuron_record(&bytes)).await {
+        match parse_off_workers(bytes).await {
             Ok(Ok(record)) => Ok(Arc::new(record)),
             Ok(Err(source)) => Err(StoreError::Corrupt {
                 path: path.to_string(),

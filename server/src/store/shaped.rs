@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use activations_proto::pb;
+use activations_proto::wire;
 use async_trait::async_trait;
 
 use super::{NeuronStore, StoreError};
@@ -26,7 +26,7 @@ impl ShapedStore {
 
 #[async_trait]
 impl NeuronStore for ShapedStore {
-    async fn neuron(&self, key: NeuronKey) -> Result<Arc<pb::NeuronRecord>, StoreError> {
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         self.inner.neuron(key).await
     }
 
