@@ -6,6 +6,7 @@
 //!   `ActivationService` client and server stubs (tonic).
 //! - [`wire`] and [`encoded`]: the same messages for the server, with each `ActivationRecord`
 //!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
+//! - [`codec`]: the tonic codec of those stubs (prost, decoding each message from one slice).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of `proto/`, including
 //!   `google/rpc/error_details.proto`, for server reflection.
 //!
@@ -30,6 +31,7 @@ pub mod wire {
     ));
 }
 
+pub mod codec;
 pub mod encoded;
 
 /// Encoded `FileDescriptorSet` of every file in `proto/`, for `tonic-reflection`.
