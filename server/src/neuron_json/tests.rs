@@ -1081,7 +1081,7 @@ proptest! {
 }
 
 proptest! {
-    // Each case parses a 236 KB file in a debug build (~15 ms); 96 cases take about 2 s.
+    // Each case parses a 236 KB file in a debug build; 96 cases take about 4 s.
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
