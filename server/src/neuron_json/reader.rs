@@ -113,6 +113,8 @@ impl Skeleton {
 #[derive(Debug)]
 enum Segment {
     Field(&'static str),
+    /// A member the schema does not know, named only when an error is inside it.
+    UnknownField(String),
     Index(usize),
 }
 
@@ -144,18 +146,20 @@ impl Failure {
             .count();
         let mut path = String::new();
         for segment in self.path.iter().rev() {
-            match segment {
-                Segment::Field(name) if path.is_empty() => path.push_str(name),
-                Segment::Field(name) => {
-                    path.push('.');
-                    path.push_str(name);
-                }
+            let name = match segment {
+                Segment::Field(name) => name,
+                Segment::UnknownField(name) => name.as_str(),
                 Segment::Index(index) => {
                     path.push('[');
                     path.push_str(&index.to_string());
                     path.push(']');
+                    continue;
                 }
+            };
+            if !path.is_empty() {
+                path.push('.');
             }
+            path.push_str(name);
         }
         let message = if path.is_empty() {
             self.message
@@ -174,6 +178,7 @@ impl Failure {
 /// Adds a path segment to an error as it passes a field or list element.
 trait Within {
     fn in_field(self, name: &'static str) -> Self;
+    fn in_unknown_field(self, name: &str) -> Self;
     fn at_index(self, index: usize) -> Self;
 }
 
@@ -181,6 +186,13 @@ impl<T> Within for Result<T> {
     fn in_field(self, name: &'static str) -> Self {
         self.map_err(|mut failure| {
             failure.path.push(Segment::Field(name));
+            failure
+        })
+    }
+
+    fn in_unknown_field(self, name: &str) -> Self {
+        self.map_err(|mut failure| {
+            failure.path.push(Segment::UnknownField(name.to_owned()));
             failure
         })
     }
@@ -770,7 +782,7 @@ impl<'a> Reader<'a> {
                         .record_list()
                         .in_field("most_positive_activation_records")?;
                 }
-                _ => reader.skip_value(0)?,
+                _ => reader.skip_value(0).in_unknown_field(&key)?,
             }
             Ok(())
         })?;
@@ -793,7 +805,7 @@ impl<'a> Reader<'a> {
                 "dataclass_name" => class = reader.class_name()?,
                 "layer_index" => layer_index = Some(reader.index().in_field("layer_index")?),
                 "neuron_index" => neuron_index = Some(reader.index().in_field("neuron_index")?),
-                _ => reader.skip_value(0)?,
+                _ => reader.skip_value(0).in_unknown_field(&key)?,
             }
             Ok(())
         })?;
@@ -864,7 +876,7 @@ impl<'a> Reader<'a> {
                         Some(reader.integer().in_field("dfa_target_index")?)
                     };
                 }
-                _ => reader.skip_value(0)?,
+                _ => reader.skip_value(0).in_unknown_field(&key)?,
             }
             Ok(())
         })?;

@@ -291,7 +291,15 @@ fn invalid_json_inside_unknown_fields_is_still_an_error() {
     ] {
         let error = parse_err(&with_members(&format!(r#", "extra": {bad}"#)));
         assert!(error.offset > 0, "{bad}: {error}");
+        assert!(error.message.starts_with("extra: "), "{bad}: {error}");
     }
+    let nested = parse_err(&with_record(
+        r#""tokens": [], "activations": [], "dfa_extra": [1 2]"#,
+    ));
+    assert!(
+        nested.message.starts_with("random_sample[0].dfa_extra: "),
+        "{nested}"
+    );
 }
 
 #[test]
@@ -593,6 +601,7 @@ fn deep_nesting_in_unknown_values_is_capped_without_overflowing_the_stack() {
     };
     parse(&nested(60)); // 120 levels
     let error = parse_err(&nested(100_000));
+    assert!(error.message.starts_with("extra: "), "{error}");
     assert!(error.message.contains("nested"), "{error}");
     let unclosed = with_members(&format!(r#", "extra": {}"#, "[".repeat(1_000_000)));
     parse_err(&unclosed);
@@ -837,27 +846,135 @@ fn neuron_record() -> impl Strategy<Value = pb::NeuronRecord> {
         )
 }
 
-/// A mutation of the fixture: overwrite, insert or delete a byte, or cut the file.
+/// A mutation of the fixture, as a corrupted store or a careless edit could make one. Positions
+/// are drawn as [`prop::sample::Index`] so they scale to whatever length the file has by then.
 #[derive(Debug, Clone)]
 enum Mutation {
+    /// Overwrites a byte.
     Set(prop::sample::Index, u8),
-    Insert(prop::sample::Index, u8),
-    Delete(prop::sample::Index),
+    /// Flips one bit of a byte.
+    FlipBit(prop::sample::Index, u8),
+    /// Inserts bytes (a random byte, a JSON token, a non-finite literal, ...).
+    Insert(prop::sample::Index, Vec<u8>),
+    /// Deletes up to `len` bytes.
+    DeleteRange(prop::sample::Index, usize),
+    /// Repeats up to `len` bytes right after themselves.
+    DuplicateRange(prop::sample::Index, usize),
+    /// Cuts the file.
     Truncate(prop::sample::Index),
+    /// Replaces the first number at or after a position with `with`.
+    ReplaceNumber(prop::sample::Index, &'static str),
+    /// Opens (and closes, if `closed`) `depth` nested lists or objects at a position.
+    Nest(prop::sample::Index, usize, bool),
+    /// Adds an unknown member holding `depth` nested lists to the first object at or after a
+    /// position, where the reader has to skip it.
+    NestedUnknownField(prop::sample::Index, usize),
 }
 
+/// What a number can turn into: Python's literals, `null`, and numbers at or past the limits.
+const NUMBER_REPLACEMENTS: &[&str] = &[
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "null",
+    "-NaN",
+    "nan",
+    "1e999",
+    "-1e999",
+    "1e-999",
+    "-4.9e-324",
+    "1.7976931348623157e308",
+    "3.4028236e38",
+    "123456789012345678901234567890",
+    "0.000000000000000000000000000000000000000000001",
+    "1e",
+    "--1",
+    "01",
+    "1.",
+    "\"1.0\"",
+    "true",
+    "[]",
+];
+
+/// JSON fragments worth inserting anywhere.
+const FRAGMENTS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "\\",
+    ", ",
+    ": ",
+    "null",
+    "true",
+    "false",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "0",
+    "-0.0",
+    "1e5",
+    "\"x\"",
+    "[]",
+    "{}",
+    "\\u00e9",
+    "\\ud800",
+    "\"tokens\": []",
+    "\"activations\": [1.0]",
+    "\"dataclass_name\": \"NeuronRecord\", ",
+    "\u{feff}",
+    "\x00",
+    "\x1f",
+    "\u{7f}",
+];
+
 fn mutation() -> impl Strategy<Value = Mutation> {
+    let at = any::<prop::sample::Index>;
     // Bytes the grammar cares about, so mutations hit the interesting paths often.
-    let byte = prop_oneof![
-        any::<u8>(),
-        prop::sample::select(b"\"\\{}[],:0-.eNIn \n\x80\xff".to_vec()),
+    let byte = || {
+        prop_oneof![
+            any::<u8>(),
+            prop::sample::select(b"\"\\{}[],:0-.eNIn \n\x80\xff".to_vec()),
+        ]
+    };
+    let inserted = prop_oneof![
+        byte().prop_map(|b| vec![b]),
+        prop::sample::select(FRAGMENTS).prop_map(|f| f.as_bytes().to_vec()),
+        prop::collection::vec(any::<u8>(), 1..8),
     ];
+    let len = prop_oneof![1usize..16, 16usize..4096];
+    let depth = prop_oneof![1usize..130, Just(127), Just(128), Just(129), Just(20_000)];
     prop_oneof![
-        (any::<prop::sample::Index>(), byte.clone()).prop_map(|(at, b)| Mutation::Set(at, b)),
-        (any::<prop::sample::Index>(), byte).prop_map(|(at, b)| Mutation::Insert(at, b)),
-        any::<prop::sample::Index>().prop_map(Mutation::Delete),
-        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+        (at(), byte()).prop_map(|(at, b)| Mutation::Set(at, b)),
+        (at(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit(at, bit)),
+        (at(), inserted).prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+        (at(), len.clone()).prop_map(|(at, len)| Mutation::DeleteRange(at, len)),
+        (at(), len).prop_map(|(at, len)| Mutation::DuplicateRange(at, len)),
+        at().prop_map(Mutation::Truncate),
+        (at(), prop::sample::select(NUMBER_REPLACEMENTS))
+            .prop_map(|(at, with)| Mutation::ReplaceNumber(at, with)),
+        (at(), depth.clone(), any::<bool>())
+            .prop_map(|(at, depth, closed)| Mutation::Nest(at, depth, closed)),
+        (at(), depth).prop_map(|(at, depth)| Mutation::NestedUnknownField(at, depth)),
     ]
+}
+
+/// The first number at or after `from`: a `-` or digit after a space, `[` or `:`.
+fn number_at_or_after(bytes: &[u8], from: usize) -> Option<std::ops::Range<usize>> {
+    let is_start = |i: usize| {
+        matches!(bytes[i], b'-' | b'0'..=b'9')
+            && i > 0
+            && matches!(bytes[i - 1], b' ' | b'[' | b':')
+    };
+    let start = (from..bytes.len()).find(|&i| is_start(i))?;
+    let len = bytes[start + 1..]
+        .iter()
+        .take_while(|b| matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+        .count();
+    Some(start..start + 1 + len)
 }
 
 fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
@@ -867,12 +984,64 @@ fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
     }
     match mutation {
         Mutation::Set(at, b) => bytes[at.index(len)] = *b,
-        Mutation::Insert(at, b) => bytes.insert(at.index(len + 1), *b),
-        Mutation::Delete(at) => {
-            bytes.remove(at.index(len));
+        Mutation::FlipBit(at, bit) => bytes[at.index(len)] ^= 1 << bit,
+        Mutation::Insert(at, inserted) => {
+            let at = at.index(len + 1);
+            bytes.splice(at..at, inserted.iter().copied());
+        }
+        Mutation::DeleteRange(at, n) => {
+            let at = at.index(len);
+            bytes.drain(at..(at + n).min(len));
+        }
+        Mutation::DuplicateRange(at, n) => {
+            let at = at.index(len);
+            let range = bytes[at..(at + n).min(len)].to_vec();
+            let end = at + range.len();
+            bytes.splice(end..end, range);
         }
         Mutation::Truncate(at) => bytes.truncate(at.index(len)),
+        Mutation::ReplaceNumber(at, with) => {
+            if let Some(number) = number_at_or_after(bytes, at.index(len)) {
+                bytes.splice(number, with.bytes());
+            }
+        }
+        Mutation::Nest(at, depth, closed) => {
+            let at = at.index(len + 1);
+            let mut nested = "[{\"a\": ".repeat(depth / 2).into_bytes();
+            nested.extend(b"[".repeat(depth % 2));
+            if *closed {
+                nested.extend(b"0");
+                nested.extend(b"]".repeat(depth % 2));
+                nested.extend(b"}]".repeat(depth / 2));
+            }
+            bytes.splice(at..at, nested);
+        }
+        Mutation::NestedUnknownField(at, depth) => {
+            if let Some(brace) = bytes[at.index(len)..].iter().position(|&b| b == b'{') {
+                let after = at.index(len) + brace + 1;
+                let member = format!("\"extra\": {}0{}, ", "[".repeat(*depth), "]".repeat(*depth));
+                bytes.splice(after..after, member.into_bytes());
+            }
+        }
     }
+}
+
+/// What the loader must do with any input: decode it into records that pair every token with an
+/// activation, or fail with an error inside the input that says where.
+fn check_loader_on(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match parse_neuron_record(bytes) {
+        Ok(record) => {
+            for (i, ar) in all_records(&record).into_iter().enumerate() {
+                prop_assert_eq!(ar.tokens.len(), ar.activations.len(), "record {}", i);
+            }
+        }
+        Err(error) => {
+            prop_assert!(error.offset <= bytes.len(), "{}", error);
+            prop_assert!(error.line >= 1 && error.column >= 1, "{}", error);
+            prop_assert!(!error.message.is_empty());
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -907,13 +1076,13 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = parse_neuron_record(&bytes);
+        check_loader_on(&bytes)?;
     }
 }
 
 proptest! {
-    // Each case parses a 236 KB file in a debug build; fewer cases keep the suite quick.
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // Each case parses a 236 KB file in a debug build; 96 cases take about 4 s.
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     #[test]
     fn mutated_fixture_never_panics_and_keeps_lengths_paired(
@@ -923,13 +1092,6 @@ proptest! {
         for mutation in &mutations {
             apply(&mut bytes, mutation);
         }
-        match parse_neuron_record(&bytes) {
-            Ok(record) => {
-                for ar in all_records(&record) {
-                    prop_assert_eq!(ar.tokens.len(), ar.activations.len());
-                }
-            }
-            Err(error) => prop_assert!(error.offset <= bytes.len(), "{}", error),
-        }
+        check_loader_on(&bytes)?;
     }
 }

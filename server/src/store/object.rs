@@ -207,8 +207,9 @@ impl NeuronStore for ObjectNeuronStore {
         let dir = self.layout.layer_dir(&self.root, layer);
         let listing = self.list(&dir).await?;
         if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
+            // The trailing slash says it is the layer's directory that is missing, not a file.
             return Err(StoreError::NotFound {
-                path: dir.to_string(),
+                path: format!("{dir}/"),
             });
         }
         let mut neurons: Vec<u32> = listing
@@ -259,7 +260,7 @@ mod tests {
         assert_eq!(neurons.neurons(9).await.unwrap(), vec![9, 10]);
         assert!(matches!(
             neurons.neurons(11).await,
-            Err(StoreError::NotFound { path }) if path == "root/11"
+            Err(StoreError::NotFound { path }) if path == "root/11/"
         ));
     }
 
