@@ -135,6 +135,19 @@ async fn sdk_over_tls_reads_a_real_record_verifying_the_server_name() {
     server.stop().await;
 }
 
+#[test]
+fn a_key_that_is_not_the_certificate_s_stops_the_server_naming_both_files() {
+    let pki = TestPki::new();
+    activations_e2e::install_tls_provider();
+    let error = ServerTls::from_files(&pki.path("server.pem"), &pki.path("client.key"), None)
+        .expect_err("the client's key with the server's certificate");
+    let text = error.to_string();
+    assert!(
+        text.contains("server.pem") && text.contains("client.key"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_text_to_a_tls_port_fails_quickly_and_the_server_keeps_serving() {
     let pki = TestPki::new();
