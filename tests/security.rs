@@ -277,6 +277,53 @@ async fn channel(server: &TestServer) -> tonic::transport::Channel {
         .expect("connecting")
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_over_mutual_tls_with_a_token_file() {
+    use activations_client::cli::{self, Cli};
+
+    let pki = TestPki::new();
+    let server = serve(Security {
+        tls: Some(tls(&pki, true)),
+        auth: Some(auth(&[TOKEN], false)),
+    })
+    .await;
+    let token_file = pki.path("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let path = |name: &str| pki.path(name).to_str().unwrap().to_owned();
+    let run = |token_args: Vec<String>| {
+        let mut args = vec![
+            "activations".to_owned(),
+            "--server".to_owned(),
+            server.addr.to_string(),
+            "--tls-ca".to_owned(),
+            path("ca.pem"),
+            "--tls-cert".to_owned(),
+            path("client.pem"),
+            "--tls-key".to_owned(),
+            path("client.key"),
+        ];
+        args.extend(token_args);
+        args.push("layers".to_owned());
+        async move {
+            let mut out = Vec::new();
+            cli::run(Cli::parse_from(args), &mut out)
+                .await
+                .map(|()| String::from_utf8(out).unwrap())
+        }
+    };
+    let token_file = token_file.to_str().unwrap().to_owned();
+    assert_eq!(
+        run(vec!["--token-file".to_owned(), token_file])
+            .await
+            .unwrap(),
+        "1\n"
+    );
+    let refused = run(vec!["--token".to_owned(), "wrong".to_owned()]).await;
+    let error = refused.expect_err("a wrong token").to_string();
+    assert!(error.starts_with("UNAUTHENTICATED: "), "{error}");
+    server.stop().await;
+}
+
 /// Lists the services through reflection v1, with `token` if given.
 async fn list_services(
     server: &TestServer,
