@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use crate::client::{ActivationsClient, neuron_id};
 use crate::error::Error;
 use crate::pb::Split;
+use crate::security::{BearerToken, Tls};
 
 /// The server [`Cli::server`] names when neither `--server` nor `ACTIVATIONS_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -44,6 +45,63 @@ pub struct Cli {
     /// Dataset to read [default: the server's default dataset].
     #[arg(long, global = true, env = "ACTIVATIONS_DATASET", value_name = "NAME")]
     pub dataset: Option<String>,
+
+    /// Connect over TLS, trusting the CA certificates of this PEM file (the system's roots are
+    /// trusted for an https:// --server without it). A --server without a scheme is then
+    /// taken as https://.
+    #[arg(long, global = true, env = "ACTIVATIONS_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for a server that requires one (mutual TLS); needs --tls-key.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_CLIENT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_CLIENT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Verify the server's certificate for this name instead of the --server host.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_TLS_DOMAIN",
+        value_name = "NAME"
+    )]
+    pub tls_domain: Option<String>,
+
+    /// Bearer token sent on every call, for a server started with tokens. Prefer
+    /// ACTIVATIONS_TOKEN or --token-file: a command line is visible to the machine's other
+    /// users.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<BearerToken>,
+
+    /// Read the bearer token from this file (surrounding whitespace ignored).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTIVATIONS_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -181,6 +239,14 @@ pub enum RunError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    /// A file named by a TLS or token option could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Listing a store for `activations manifest` failed.
     #[cfg(feature = "files")]
     #[error(transparent)]
@@ -290,10 +356,41 @@ async fn run_with(
     {
         return manifest::run(&uri, file.as_deref(), layout, out).await;
     }
-    let client = ActivationsClient::connect(cli.server)
-        .await?
-        .with_dataset(cli.dataset.unwrap_or_default());
+    let client = client_builder(&cli)?.connect().await?;
     execute_with(&client, cli.command, out, diagnostics).await
+}
+
+/// The client settings the options name: server, dataset, TLS files and token.
+fn client_builder(cli: &Cli) -> Result<crate::ClientBuilder, RunError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| RunError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut builder = ActivationsClient::builder()
+        .endpoint(cli.server.clone())
+        .dataset(cli.dataset.clone().unwrap_or_default());
+    if cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_domain.is_some() {
+        let mut tls = Tls::new();
+        if let Some(ca) = &cli.tls_ca {
+            tls = tls.ca_certificate_pem(read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+            tls = tls.identity_pem(read(cert)?, read(key)?);
+        }
+        if let Some(name) = &cli.tls_domain {
+            tls = tls.domain_name(name.clone());
+        }
+        builder = builder.tls(tls);
+    }
+    if let Some(token) = &cli.token {
+        builder = builder.bearer_token(token.expose());
+    } else if let Some(file) = &cli.token_file {
+        let token = String::from_utf8_lossy(&read(file)?).trim().to_string();
+        builder = builder.bearer_token(token);
+    }
+    Ok(builder)
 }
 
 /// Runs `command` with an existing client, writing its output to `out`.
@@ -629,6 +726,30 @@ mod tests {
         assert_eq!(Split::from(SplitName::Calibration), Split::Calibration);
         assert_eq!(Split::from(SplitName::Valid), Split::Valid);
         assert_eq!(Split::from(SplitName::Test), Split::Test);
+    }
+
+    #[test]
+    fn tls_and_token_options_parse_and_the_token_never_shows() {
+        let cli = parse(&[
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "me.pem",
+            "--tls-key",
+            "me.key",
+            "--token",
+            "s3cret-token",
+            "layers",
+        ])
+        .unwrap();
+        assert_eq!(cli.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(
+            cli.token.as_ref().map(BearerToken::expose),
+            Some("s3cret-token")
+        );
+        assert!(!format!("{cli:?}").contains("s3cret"));
+        assert!(parse(&["--tls-cert", "me.pem", "layers"]).is_err());
+        assert!(parse(&["--token", "a", "--token-file", "f", "layers"]).is_err());
     }
 
     #[test]

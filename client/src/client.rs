@@ -2,11 +2,13 @@
 //! Python module `neuron_explainer.activations.activations`.
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId, Split, activation_service_client::ActivationServiceClient};
 use crate::retry;
+use crate::security::Credentials;
 use crate::settings::{CallSettings, Compression};
 
 /// The largest response the client decodes. A neuron record of the public GPT-2 XL data is
@@ -64,7 +66,7 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ActivationsClient {
-    pub(crate) inner: ActivationServiceClient<Channel>,
+    pub(crate) inner: ActivationServiceClient<InterceptedService<Channel, Credentials>>,
     pub(crate) dataset: String,
     pub(crate) calls: CallSettings,
 }
@@ -118,6 +120,7 @@ impl ActivationsClient {
     pub fn new(channel: Channel) -> Self {
         Self::configured(
             channel,
+            Credentials::default(),
             CallSettings::DEFAULT,
             None,
             MAX_DECODING_MESSAGE_SIZE,
@@ -127,11 +130,12 @@ impl ActivationsClient {
     /// A client over `channel` with these settings.
     pub(crate) fn configured(
         channel: Channel,
+        credentials: Credentials,
         calls: CallSettings,
         compression: Option<Compression>,
         max_decoding_message_size: usize,
     ) -> Self {
-        let mut inner = ActivationServiceClient::new(channel)
+        let mut inner = ActivationServiceClient::with_interceptor(channel, credentials)
             .max_decoding_message_size(max_decoding_message_size);
         if let Some(compression) = compression {
             // Advertising an encoding makes the server compress every response with it.
@@ -639,10 +643,13 @@ impl ActivationsClient {
     }
 }
 
-/// Adds `http://` to an address given without a scheme (`127.0.0.1:50051`).
-pub(crate) fn with_default_scheme(url: String) -> String {
+/// Adds `https://` (with `tls`) or `http://` to an address given without a scheme
+/// (`127.0.0.1:50051`).
+pub(crate) fn with_scheme_for(url: String, tls: bool) -> String {
     if url.contains("://") {
         url
+    } else if tls {
+        format!("https://{url}")
     } else {
         format!("http://{url}")
     }
@@ -655,14 +662,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn address_without_scheme_gets_http() {
+    fn address_without_scheme_gets_http_or_with_tls_https() {
         assert_eq!(
-            with_default_scheme("127.0.0.1:50051".to_owned()),
+            with_scheme_for("127.0.0.1:50051".to_owned(), false),
             "http://127.0.0.1:50051"
         );
         assert_eq!(
-            with_default_scheme("https://example.com".to_owned()),
+            with_scheme_for("127.0.0.1:50051".to_owned(), true),
+            "https://127.0.0.1:50051"
+        );
+        assert_eq!(
+            with_scheme_for("https://example.com".to_owned(), false),
             "https://example.com"
+        );
+        assert_eq!(
+            with_scheme_for("http://example.com".to_owned(), true),
+            "http://example.com"
         );
     }
 

@@ -65,6 +65,26 @@ pub enum Error {
     /// A [`ClientBuilder`](crate::ClientBuilder) was asked to connect without any endpoint.
     #[error("no server to connect to: add one with ClientBuilder::endpoint")]
     NoEndpoint,
+    /// The [TLS settings](crate::Tls) cannot be used: a CA certificate, client certificate or
+    /// key that is not valid PEM.
+    #[error("invalid TLS settings: {reason}")]
+    Tls {
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// TLS settings were given, but an endpoint is `http://`, which would send everything,
+    /// the bearer token included, in plain text.
+    #[error("TLS settings were given but {url} is plain text: use https://")]
+    PlaintextWithTls {
+        /// The endpoint.
+        url: String,
+    },
+    /// The [bearer token](crate::ClientBuilder::bearer_token) cannot be sent in a header.
+    #[error(
+        "the bearer token cannot be sent in a header: it must be visible ASCII characters, \
+         without spaces"
+    )]
+    InvalidToken,
 }
 
 impl Error {
@@ -90,7 +110,10 @@ impl Error {
             Error::InvalidEndpoint { .. }
             | Error::Connect { .. }
             | Error::MalformedResponse { .. }
-            | Error::NoEndpoint => None,
+            | Error::NoEndpoint
+            | Error::Tls { .. }
+            | Error::PlaintextWithTls { .. }
+            | Error::InvalidToken => None,
         }
     }
 
@@ -383,7 +406,7 @@ pub(crate) fn code_name(code: Code) -> &'static str {
 
 /// Displays an error followed by its causes, `outer: inner: innermost`, skipping a cause whose
 /// text repeats the previous one (hyper and tonic often wrap without adding words).
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

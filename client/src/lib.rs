@@ -8,6 +8,8 @@
 //!   (`train_activation_records`, `sorted_layers`, `load_neuron`, ...).
 //! - [`settings`]: [`ClientBuilder`] (from [`ActivationsClient::builder`]): several servers
 //!   balanced on the client side, deadlines, [`RetryPolicy`], [`Compression`].
+//! - [`security`]: [`Tls`] (the CA to trust, a client certificate for mutual TLS) and the
+//!   bearer token sent on every call.
 //! - [`bulk`]: jobs over many neurons: [`ActivationsClient::neuron_splits`], one
 //!   [`NeuronSplits`] per neuron of a [`Selection`], resumed by itself after transient failures,
 //!   and [`ActivationsClient::for_each_neuron`].
@@ -42,6 +44,7 @@ pub mod client;
 pub mod error;
 pub mod explain;
 mod retry;
+pub mod security;
 pub mod settings;
 
 pub use activations_proto::pb;
@@ -52,6 +55,7 @@ pub use client::{
 pub use error::{Error, Result, StatusError};
 pub use explain::{max_activation, normalized_activations};
 pub use pb::{NeuronId, Split};
+pub use security::Tls;
 pub use settings::{ClientBuilder, Compression, RetryPolicy};
 /// gRPC status codes, as [`Error::code`] returns them.
 pub use tonic::Code;

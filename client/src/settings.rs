@@ -10,15 +10,18 @@
 //! | [`retry`](ClientBuilder::retry) | [`RetryPolicy::DEFAULT`]: 3 attempts, 100 ms to 2 s | retries of transient failures |
 //! | [`compression`](ClientBuilder::compression) | none | compression of requests and responses (worth it over slow links only) |
 //! | [`max_decoding_message_size`](ClientBuilder::max_decoding_message_size) | [`MAX_DECODING_MESSAGE_SIZE`] (64 MiB) | largest response message decoded |
+//! | [`tls`](ClientBuilder::tls) | none (`https://` endpoints trust the system's roots) | the CA to trust, a client certificate, the name to verify |
+//! | [`bearer_token`](ClientBuilder::bearer_token) | none | sent as `authorization: Bearer <token>` on every call |
 
 use std::time::Duration;
 
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::{ActivationsClient, MAX_DECODING_MESSAGE_SIZE, with_default_scheme};
-use crate::error::{Error, Result};
+use crate::client::{ActivationsClient, MAX_DECODING_MESSAGE_SIZE, with_scheme_for};
+use crate::error::{Chain, Error, Result};
 use crate::retry;
+use crate::security::{BearerToken, Credentials, Tls};
 
 /// The default of [`ClientBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,6 +181,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     compression: Option<Compression>,
     max_decoding_message_size: usize,
+    tls: Option<Tls>,
+    bearer_token: Option<BearerToken>,
 }
 
 impl Default for ClientBuilder {
@@ -189,6 +194,8 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             compression: None,
             max_decoding_message_size: MAX_DECODING_MESSAGE_SIZE,
+            tls: None,
+            bearer_token: None,
         }
     }
 }
@@ -403,6 +410,58 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects over TLS with these settings: the CA certificate to trust, a client
+    /// certificate for servers that require one, the name to verify (see [`Tls`]). Endpoints
+    /// without a scheme are then taken as `https://`, and an `http://` endpoint is refused
+    /// ([`Error::PlaintextWithTls`]). Without these settings, `https://` endpoints still use
+    /// TLS, trusting the system's roots.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Tls};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("10.0.0.5:50051")
+    ///     .tls(Tls::new()
+    ///         .ca_certificate_pem(std::fs::read("ca.pem")?)
+    ///         .domain_name("activations.internal"))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` on every call, retries and resumed bulk streams
+    /// included, for servers started with tokens. Surrounding whitespace is ignored; a token
+    /// that cannot be sent in a header fails [`connect`](Self::connect) with
+    /// [`Error::InvalidToken`]. Over plain `http://` the token crosses the network readable:
+    /// use TLS beyond a trusted network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("https://activations.internal:50051")
+    ///     .bearer_token(std::env::var("ACTIVATIONS_TOKEN")?)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(BearerToken(token.into()));
+        self
+    }
+
     /// Opens the client.
     ///
     /// With one endpoint, connects at once, retrying a failed connection per the
@@ -412,8 +471,10 @@ impl ClientBuilder {
     /// on first use and reconnected after a failure, and calls meeting a server that cannot be
     /// reached fail with `UNAVAILABLE`, which is retried.
     ///
-    /// Fails with [`Error::NoEndpoint`] without an endpoint and [`Error::InvalidEndpoint`] for
-    /// an address that is not a URI.
+    /// Fails with [`Error::NoEndpoint`] without an endpoint, [`Error::InvalidEndpoint`] for
+    /// an address that is not a URI, [`Error::Tls`] for TLS settings that cannot be used
+    /// (PEM text without a certificate or key) and
+    /// [`Error::InvalidToken`] for a bearer token that cannot be sent.
     ///
     /// # Examples
     ///
@@ -427,6 +488,7 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub async fn connect(self) -> Result<ActivationsClient> {
+        let credentials = self.credentials()?;
         let mut endpoints = self.parsed_endpoints()?;
         let channel = if endpoints.len() == 1 {
             let (url, endpoint) = endpoints.remove(0);
@@ -434,7 +496,7 @@ impl ClientBuilder {
         } else {
             Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
         };
-        Ok(self.client(channel))
+        Ok(self.client(channel, credentials))
     }
 
     /// Opens the client without connecting: each server is connected on the first call that
@@ -456,13 +518,21 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn connect_lazy(self) -> Result<ActivationsClient> {
+        let credentials = self.credentials()?;
         let mut endpoints = self.parsed_endpoints()?;
         let channel = if endpoints.len() == 1 {
             endpoints.remove(0).1.connect_lazy()
         } else {
             Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
         };
-        Ok(self.client(channel))
+        Ok(self.client(channel, credentials))
+    }
+
+    fn credentials(&self) -> Result<Credentials> {
+        match &self.bearer_token {
+            Some(token) => Credentials::bearer(token),
+            None => Ok(Credentials::default()),
+        }
     }
 
     fn parsed_endpoints(&self) -> Result<Vec<(String, Endpoint)>> {
@@ -472,18 +542,34 @@ impl ClientBuilder {
         self.endpoints
             .iter()
             .map(|url| {
-                let url = with_default_scheme(url.clone());
-                match Endpoint::from_shared(url.clone()) {
-                    Ok(endpoint) => Ok((url, endpoint.connect_timeout(self.connect_timeout))),
-                    Err(source) => Err(Error::InvalidEndpoint { url, source }),
-                }
+                let url = with_scheme_for(url.clone(), self.tls.is_some());
+                let endpoint = match Endpoint::from_shared(url.clone()) {
+                    Ok(endpoint) => endpoint.connect_timeout(self.connect_timeout),
+                    Err(source) => return Err(Error::InvalidEndpoint { url, source }),
+                };
+                let endpoint = match (endpoint.uri().scheme_str(), &self.tls) {
+                    (Some("https"), tls) => {
+                        let config = tls.clone().unwrap_or_default().client_config()?;
+                        match endpoint.tls_config(config) {
+                            Ok(endpoint) => endpoint,
+                            Err(source) => {
+                                let reason = format!("{url}: {}", Chain(&source));
+                                return Err(Error::Tls { reason });
+                            }
+                        }
+                    }
+                    (_, Some(_)) => return Err(Error::PlaintextWithTls { url }),
+                    (_, None) => endpoint,
+                };
+                Ok((url, endpoint))
             })
             .collect()
     }
 
-    fn client(self, channel: Channel) -> ActivationsClient {
+    fn client(self, channel: Channel, credentials: Credentials) -> ActivationsClient {
         ActivationsClient::configured(
             channel,
+            credentials,
             self.calls,
             self.compression,
             self.max_decoding_message_size,
@@ -663,6 +749,41 @@ mod tests {
             matches!(&error, Error::InvalidEndpoint { url, .. } if url == "http://exa mple:1"),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn tls_turns_addresses_into_https_and_refuses_plain_http() {
+        let client = ActivationsClient::builder()
+            .endpoint("127.0.0.1:1")
+            .tls(Tls::new())
+            .connect_lazy();
+        assert!(client.is_ok(), "{client:?}");
+        let error = ActivationsClient::builder()
+            .endpoint("http://127.0.0.1:1")
+            .tls(Tls::new())
+            .connect_lazy()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::PlaintextWithTls { url } if url == "http://127.0.0.1:1"),
+            "{error:?}"
+        );
+        let error = ActivationsClient::builder()
+            .endpoint("https://127.0.0.1:1")
+            .tls(Tls::new().ca_certificate_pem("not a certificate"))
+            .connect_lazy()
+            .unwrap_err();
+        assert!(matches!(&error, Error::Tls { .. }), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unsendable_token_fails_the_connection_without_showing_it() {
+        let builder = ActivationsClient::builder()
+            .endpoint("127.0.0.1:1")
+            .bearer_token("secret with spaces");
+        assert!(!format!("{builder:?}").contains("secret"));
+        let error = builder.connect_lazy().unwrap_err();
+        assert!(matches!(error, Error::InvalidToken), "{error:?}");
+        assert!(!error.to_string().contains("secret"));
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Settings of `activations-server`, from flags or the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
@@ -9,6 +9,7 @@ use crate::{
     dataset::{DatasetSpec, OpenOptions},
     layout::LayoutChoice,
     location::StorageOptions,
+    security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
     store::CacheConfig,
 };
 
@@ -88,6 +89,57 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_BULK_MAX_LISTED", default_value_t = BulkSettings::DEFAULT.max_listed_neurons)]
     pub bulk_max_listed: usize,
 
+    /// Serve TLS with this certificate chain (PEM, the server's certificate first); needs
+    /// --tls-key. Without it the server speaks plain text.
+    #[arg(
+        long,
+        env = "ACTIVATIONS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "ACTIVATIONS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: require every client to present a certificate signed by one of these CA
+    /// certificates (PEM). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "ACTIVATIONS_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Require `authorization: Bearer <token>` on every call (health checks excepted), with a
+    /// token from this file: one per line, blank lines and lines starting with # ignored.
+    #[arg(long, env = "ACTIVATIONS_AUTH_TOKENS_FILE", value_name = "FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Accepted bearer tokens, comma-separated, in addition to --auth-tokens-file. Prefer the
+    /// environment variable or the file: a command line is visible to the machine's other
+    /// users.
+    #[arg(
+        long,
+        env = "ACTIVATIONS_AUTH_TOKENS",
+        value_name = "TOKEN,...",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_tokens: Vec<Token>,
+
+    /// With tokens, close server reflection too (by default it stays open, so grpcurl can
+    /// list and describe without a token, while every call of the service needs one).
+    #[arg(long, env = "ACTIVATIONS_REFLECTION_REQUIRES_AUTH")]
+    pub reflection_requires_auth: bool,
+
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
     #[arg(long, env = "ACTIVATIONS_LOG", default_value = "info")]
     pub log: String,
@@ -119,6 +171,43 @@ impl Config {
                 retry_budget: self.storage_retry_budget,
             },
         }
+    }
+}
+
+impl Config {
+    /// TLS and authentication, with the files read and checked: an unreadable or invalid file,
+    /// an unusable token or a token file without tokens stops the server at startup.
+    pub fn security(&self) -> Result<Security, SecurityError> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls::from_files(
+                cert,
+                key,
+                self.tls_client_ca.as_deref(),
+            )?),
+            // clap makes each of the two require the other.
+            _ => None,
+        };
+        let mut tokens = AuthTokens::default();
+        if let Some(file) = &self.auth_tokens_file {
+            tokens.add_file(file)?;
+        }
+        for (index, token) in self.auth_tokens.iter().enumerate() {
+            tokens.add(token, || {
+                format!(
+                    "token {} of --auth-tokens/ACTIVATIONS_AUTH_TOKENS",
+                    index + 1
+                )
+            })?;
+        }
+        let auth = if tokens.is_empty() {
+            if self.reflection_requires_auth {
+                return Err(SecurityError::ReflectionAuthWithoutTokens);
+            }
+            None
+        } else {
+            Some(AuthPolicy::new(tokens, self.reflection_requires_auth))
+        };
+        Ok(Security { tls, auth })
     }
 }
 
@@ -204,6 +293,64 @@ mod tests {
         for bad in ["", "MiB", "1.5G", "1T", "-1", "99999999999999999999"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_and_the_list_and_never_show_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# team\nfile-token-1\n").unwrap();
+        let config = Config::try_parse_from([
+            "activations-server",
+            "--auth-tokens-file",
+            file.to_str().unwrap(),
+            "--auth-tokens",
+            "listed-token-2,listed-token-3",
+            "--reflection-requires-auth",
+        ])
+        .unwrap();
+        let security = config.security().unwrap();
+        let policy = security.auth.as_ref().expect("tokens turn auth on");
+        assert_eq!(policy.token_count(), 3);
+        assert!(policy.reflection_requires_auth());
+        assert_eq!(security.tls_mode(), "off");
+        let printed = format!("{config:?} {security:?}");
+        for token in ["file-token-1", "listed-token-2", "listed-token-3"] {
+            assert!(!printed.contains(token), "{token} in {printed}");
+        }
+    }
+
+    #[test]
+    fn without_tokens_every_call_is_let_in_and_closing_reflection_alone_is_refused() {
+        let config = Config::try_parse_from(["activations-server"]).unwrap();
+        assert!(config.security().unwrap().auth.is_none());
+        let config =
+            Config::try_parse_from(["activations-server", "--reflection-requires-auth"]).unwrap();
+        assert!(matches!(
+            config.security(),
+            Err(SecurityError::ReflectionAuthWithoutTokens)
+        ));
+    }
+
+    #[test]
+    fn tls_key_and_certificate_need_each_other_and_valid_files() {
+        for lone in [["--tls-cert", "c.pem"], ["--tls-key", "k.pem"]] {
+            let args = ["activations-server", lone[0], lone[1]];
+            assert!(Config::try_parse_from(args).is_err(), "{lone:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let config = Config::try_parse_from([
+            "activations-server",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            dir.path().join("missing.pem").to_str().unwrap(),
+        ])
+        .unwrap();
+        let error = config.security().unwrap_err().to_string();
+        assert!(error.contains("missing.pem"), "{error}");
     }
 
     #[test]

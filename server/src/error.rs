@@ -11,6 +11,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     neuron::NeuronKey,
+    security::Refusal,
     splits::{NotEnoughRecords, Split},
     store::StoreError,
 };
@@ -66,6 +67,9 @@ pub enum ServiceError {
         #[source]
         source: Box<StoreError>,
     },
+
+    #[error("{0}")]
+    Unauthenticated(Refusal),
 }
 
 impl ServiceError {
@@ -125,6 +129,7 @@ impl From<ServiceError> for Status {
                 ]);
                 (Code::FailedPrecondition, "NOT_ENOUGH_RECORDS")
             }
+            ServiceError::Unauthenticated(refusal) => (Code::Unauthenticated, refusal.reason()),
             ServiceError::Store {
                 dataset,
                 subject,

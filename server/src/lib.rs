@@ -20,6 +20,7 @@
 //! - [`dataset`]: named datasets opened from `NAME=URI` settings.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
+//! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
 //! - [`config`]: the command line and environment of `activations-server`.
 
@@ -32,6 +33,7 @@ pub mod location;
 pub mod neuron;
 pub mod neuron_json;
 pub mod page_token;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod shape;

@@ -1,4 +1,5 @@
-//! Serving: the activation service plus health, reflection and compression on one listener.
+//! Serving: the activation service plus health, reflection and compression on one listener,
+//! behind TLS and bearer-token authentication when they are configured.
 
 use std::future::Future;
 
@@ -6,7 +7,11 @@ use activations_proto::wire::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
 use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
-use crate::{dataset::Datasets, service::ActivationsService};
+use crate::{
+    dataset::Datasets,
+    security::{AuthLayer, Security},
+    service::ActivationsService,
+};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,23 @@ pub async fn run_service(
     service: ActivationsService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    run_secured(listener, service, Security::default(), shutdown).await
+}
+
+/// [`run_service`] with TLS and token authentication as `security` sets them.
+///
+/// With TLS, each accepted connection's handshake runs in its own task, bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`](crate::security::tls::TLS_HANDSHAKE_TIMEOUT), so a slow or
+/// plain-text peer never holds up the accept loop; a failed handshake closes that connection
+/// only. With tokens, every call but health checks (and reflection, unless closed too) needs
+/// `authorization: Bearer <token>`, else it is answered `UNAUTHENTICATED` before reaching a
+/// service.
+pub async fn run_secured(
+    listener: TcpListener,
+    service: ActivationsService,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ActivationServiceServer<ActivationsService>>()
@@ -70,9 +92,14 @@ pub async fn run_service(
 
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        // Every log line of a call carries its method.
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    server
+        // Every log line of a call carries its method (and nothing of its headers).
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(AuthLayer::new(security.auth))
         .add_service(activations)
         .add_service(health_service)
         .add_service(reflection_v1)

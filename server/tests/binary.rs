@@ -94,3 +94,78 @@ fn binary_refuses_a_missing_dataset_directory_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn binary_logs_never_show_a_token_even_at_trace_level() {
+    let (right, wrong) = ("binary-token-83c1f0", "binary-wrong-27d9e4");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_activations-server"))
+        .args(["--listen", "127.0.0.1:0", "--log", "trace"])
+        .env("ACTIVATIONS_AUTH_TOKENS", format!("{right},another"))
+        .env_remove("ACTIVATIONS_DATASETS")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    // Reads the whole log, handing over the address as soon as it is logged.
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        for line in BufReader::new(stderr).lines().map(Result::unwrap) {
+            if line.contains("listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|field| field.strip_prefix("address="))
+                    .map(str::to_owned);
+                let _ = address_tx.send(addr);
+            }
+            log.push(line);
+        }
+        log.join("\n")
+    });
+    let addr = address_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server logs its address")
+        .expect("an address field");
+
+    let mut client = ActivationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for (token, accepted) in [(right, true), (wrong, false)] {
+        let mut request = tonic::Request::new(pb::ListDatasetsRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let result = client.list_datasets(request).await;
+        assert_eq!(result.is_ok(), accepted, "{token}: {result:?}");
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let log = reader.join().unwrap();
+    assert!(log.contains("auth_tokens=2"), "the count is logged:\n{log}");
+    assert!(
+        log.contains("INVALID_BEARER_TOKEN"),
+        "the refusal is logged"
+    );
+    for token in [right, wrong] {
+        assert!(!log.contains(token), "{token} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn help_does_not_print_the_tokens_of_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_activations-server"))
+        .arg("--help")
+        .env("ACTIVATIONS_AUTH_TOKENS", "help-secret-4b1d")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("ACTIVATIONS_AUTH_TOKENS"), "{help}");
+    assert!(!help.contains("help-secret"), "{help}");
+}

@@ -4,6 +4,7 @@
 //! servers).
 
 pub mod azurite;
+pub mod certs;
 pub mod conformance;
 pub mod fixtures;
 pub mod http;
@@ -14,8 +15,8 @@ use std::{net::SocketAddr, path::Path};
 
 use activations_client::ActivationsClient;
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, server::ServeError,
-    service::ActivationsService,
+    DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, security::Security,
+    server::ServeError, service::ActivationsService,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -38,6 +39,11 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`, for a server started with TLS.
+    pub fn tls_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// An SDK client for the server's default dataset.
@@ -72,12 +78,19 @@ pub async fn start_server(datasets: Datasets) -> TestServer {
 
 /// Serves a service with chosen settings on `127.0.0.1:0`.
 pub async fn start_service(service: ActivationsService) -> TestServer {
+    start_secured(service, Security::default()).await
+}
+
+/// Serves a service on `127.0.0.1:0` with TLS and token authentication as `security` sets
+/// them.
+pub async fn start_secured(service: ActivationsService, security: Security) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(activations_server::server::run_service(
+    let task = tokio::spawn(activations_server::server::run_secured(
         listener,
         service,
+        security,
         async {
             let _ = rx.await;
         },

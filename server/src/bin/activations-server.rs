@@ -23,13 +23,21 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let security = config.security()?;
     let datasets = Datasets::open(&config.datasets, &config.open_options()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, datasets = %datasets, "listening");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        datasets = %datasets,
+        tls = security.tls_mode(),
+        auth_tokens = security.auth.as_ref().map_or(0, |auth| auth.token_count()),
+        reflection_requires_auth = security.auth.as_ref().is_some_and(|auth| auth.reflection_requires_auth()),
+        "listening"
+    );
     let service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
-    server::run_service(listener, service, shutdown_signal()).await?;
+    server::run_secured(listener, service, security, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
