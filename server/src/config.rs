@@ -10,6 +10,7 @@ use crate::{
     layout::LayoutChoice,
     location::StorageOptions,
     store::CacheConfig,
+    telemetry::LogFormat,
 };
 
 /// Serves neuron-explainer activation records over gRPC.
@@ -89,8 +90,23 @@ pub struct Config {
     pub bulk_max_listed: usize,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
+    /// `info,activations_server::requests=debug` adds one line per completed call.
     #[arg(long, env = "ACTIVATIONS_LOG", default_value = "info")]
     pub log: String,
+
+    /// How log lines are written: `text` for people, `json` for one JSON object per line.
+    #[arg(
+        long,
+        env = "ACTIVATIONS_LOG_FORMAT",
+        default_value = "text",
+        value_name = "text|json"
+    )]
+    pub log_format: LogFormat,
+
+    /// Address of the Prometheus scrape endpoint (`GET http://ADDR/metrics`), on a port of its
+    /// own. Without it, no metrics are kept.
+    #[arg(long, env = "ACTIVATIONS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {

@@ -6,7 +6,7 @@ use activations_proto::wire::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
 use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
-use crate::{dataset::Datasets, service::ActivationsService};
+use crate::{dataset::Datasets, service::ActivationsService, telemetry::ObserveLayer};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,8 @@ pub async fn run_service(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // Every call gets a span, a log line when it ends, and its metrics if there are any.
+    let observe = ObserveLayer::new(service.metrics().cloned());
     let activations = ActivationServiceServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -71,8 +73,7 @@ pub async fn run_service(
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        // Every log line of a call carries its method.
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(observe)
         .add_service(activations)
         .add_service(health_service)
         .add_service(reflection_v1)
