@@ -223,6 +223,24 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_off_and_logs_are_text_unless_asked_for() {
+        let defaults = Config::try_parse_from(["activations-server"]).unwrap();
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        let config = Config::try_parse_from([
+            "activations-server",
+            "--metrics-listen",
+            "0.0.0.0:9187",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9187".parse().unwrap()));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["activations-server", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
         let err = Config::try_parse_from(["activations-server", "--dataset", "nameonly"])
             .unwrap_err()
