@@ -5,7 +5,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use activations_proto::wire::{self, activation_service_server::ActivationService};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -125,21 +125,6 @@ impl From<Source> for wire::RecordSource {
     }
 }
 
-/// Counts the records of each message of `stream` into `metrics` as the message is produced.
-fn count_records<T>(
-    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
-    metrics: &Metrics,
-    rpc: &'static str,
-    records: impl Fn(&T) -> usize + Send + 'static,
-) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
-    let metrics = metrics.clone();
-    stream.inspect(move |item| {
-        if let Ok(message) = item {
-            metrics.records_streamed(rpc, records(message) as u64);
-        }
-    })
-}
-
 /// The records of one split: a lazy stream over the shared neuron record, so nothing is copied
 /// before the client asks for it and a client that goes away stops the work.
 type RecordStream = Pin<Box<dyn Stream<Item = Result<wire::SplitActivationRecord, Status>> + Send>>;
@@ -190,12 +175,9 @@ impl ActivationService for ActivationsService {
         });
         let records = futures::stream::iter(records);
         Ok(Response::new(match &self.metrics {
-            Some(metrics) => Box::pin(count_records(
-                records,
-                metrics,
-                "StreamActivationRecords",
-                |_| 1,
-            )),
+            Some(metrics) => {
+                Box::pin(metrics.count_records(records, "StreamActivationRecords", |_| 1))
+            }
             None => Box::pin(records),
         }))
     }
@@ -213,7 +195,7 @@ impl ActivationService for ActivationsService {
         }
         let stream = crate::bulk::stream(&self.datasets, &self.bulk, request).await?;
         Ok(Response::new(match &self.metrics {
-            Some(metrics) => Box::pin(count_records(stream, metrics, "StreamNeuronSplits", |m| {
+            Some(metrics) => Box::pin(metrics.count_records(stream, "StreamNeuronSplits", |m| {
                 m.splits.iter().map(|s| s.records.len()).sum()
             })),
             None => stream,

@@ -32,6 +32,11 @@ impl Server {
     fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_activations-server"))
             .args(args)
+            // The settings come from the flags alone.
+            .env_remove("ACTIVATIONS_DATASETS")
+            .env_remove("ACTIVATIONS_LOG")
+            .env_remove("ACTIVATIONS_LOG_FORMAT")
+            .env_remove("ACTIVATIONS_METRICS_LISTEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use futures::{Stream, StreamExt};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -180,7 +181,7 @@ impl Metrics {
     }
 
     /// Counts `records` put into a response stream of `ActivationService/{rpc}`.
-    pub fn records_streamed(&self, rpc: &str, records: u64) {
+    fn records_streamed(&self, rpc: &str, records: u64) {
         self.inner
             .records_streamed
             .get_or_create(&RpcLabels {
@@ -188,6 +189,22 @@ impl Metrics {
                 rpc: rpc.to_string(),
             })
             .inc_by(records);
+    }
+
+    /// `stream`, counting the records of each message (`records` of it) into
+    /// `activations_records_streamed_total` as the message is produced.
+    pub fn count_records<T, E>(
+        &self,
+        stream: impl Stream<Item = Result<T, E>> + Send + 'static,
+        rpc: &'static str,
+        records: impl Fn(&T) -> usize + Send + 'static,
+    ) -> impl Stream<Item = Result<T, E>> + Send + 'static {
+        let metrics = self.clone();
+        stream.inspect(move |item| {
+            if let Ok(message) = item {
+                metrics.records_streamed(rpc, records(message) as u64);
+            }
+        })
     }
 
     /// What the storage of `dataset` records into.
