@@ -7,10 +7,10 @@
 //!
 //! Every name below is exported with the `activations_` prefix; the README lists them all.
 //!
-//! - [`cache`]: a collector that reads each dataset's [`CacheStats`](crate::store::CacheStats)
+//! - `cache`: a collector that reads each dataset's [`CacheStats`](crate::store::CacheStats)
 //!   at scrape time, so the cache keeps no second set of counters.
-//! - [`storage`]: what reads of a store and the HTTP requests under them record.
-//! - [`scrape`]: the HTTP endpoint.
+//! - `storage`: what reads of a store and the HTTP requests under them record.
+//! - `scrape`: the HTTP endpoint ([`serve`]).
 
 mod cache;
 mod scrape;
