@@ -5,7 +5,7 @@
 //! storage and cache) rather than kept in a global, so that several servers in one process
 //! (the tests) keep apart. [`serve`] answers `GET /metrics` with its text exposition.
 //!
-//! Every name below is exported with the `activations_` prefix; the README lists them all.
+//! Every metric name carries the `activations_` prefix; the README lists them all.
 //!
 //! - `cache`: a collector that reads each dataset's [`CacheStats`](crate::store::CacheStats)
 //!   at scrape time, so the cache keeps no second set of counters.
