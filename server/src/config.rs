@@ -11,6 +11,7 @@ use crate::{
     location::StorageOptions,
     security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
     store::CacheConfig,
+    telemetry::LogFormat,
 };
 
 /// Serves neuron-explainer activation records over gRPC.
@@ -141,8 +142,23 @@ pub struct Config {
     pub reflection_requires_auth: bool,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
+    /// `info,activations_server::requests=debug` adds one line per completed call.
     #[arg(long, env = "ACTIVATIONS_LOG", default_value = "info")]
     pub log: String,
+
+    /// How log lines are written: `text` for people, `json` for one JSON object per line.
+    #[arg(
+        long,
+        env = "ACTIVATIONS_LOG_FORMAT",
+        default_value = "text",
+        value_name = "text|json"
+    )]
+    pub log_format: LogFormat,
+
+    /// Address of the Prometheus scrape endpoint (`GET http://ADDR/metrics`), on a port of its
+    /// own. Without it, no metrics are kept.
+    #[arg(long, env = "ACTIVATIONS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -351,6 +367,24 @@ mod tests {
         .unwrap();
         let error = config.security().unwrap_err().to_string();
         assert!(error.contains("missing.pem"), "{error}");
+    }
+
+    #[test]
+    fn metrics_are_off_and_logs_are_text_unless_asked_for() {
+        let defaults = Config::try_parse_from(["activations-server"]).unwrap();
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        let config = Config::try_parse_from([
+            "activations-server",
+            "--metrics-listen",
+            "0.0.0.0:9187",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9187".parse().unwrap()));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["activations-server", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -8,8 +8,12 @@ use crate::{
     error::ServiceError,
     layout::{Layout, LayoutChoice},
     location::{self, Backend, Location, StorageOptions},
+    metrics::{Metrics, StorageMetrics},
     shape::{MANIFEST_FILE, Shape},
-    store::{CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ShapedStore, StoreError},
+    store::{
+        CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ObservedStore, ShapedStore,
+        StoreError,
+    },
 };
 
 /// Name of the dataset served when no `--dataset` is given.
@@ -125,14 +129,26 @@ impl Dataset {
     /// a listing of the root, or where the store cannot list, a probe for the shape's first
     /// neuron in each layout; failing all, flat, the layout `load_neuron` reads.
     pub async fn open(spec: &DatasetSpec, options: &OpenOptions) -> Result<Dataset, ConfigError> {
-        Self::open_with(spec, options, true).await
+        Self::open_with(spec, options, true, None).await
+    }
+
+    /// [`Dataset::open`], recording the dataset's storage reads, HTTP requests and cache
+    /// figures into `metrics`.
+    pub async fn open_observed(
+        spec: &DatasetSpec,
+        options: &OpenOptions,
+        metrics: &Metrics,
+    ) -> Result<Dataset, ConfigError> {
+        Self::open_with(spec, options, true, Some(metrics)).await
     }
 
     async fn open_with(
         spec: &DatasetSpec,
         options: &OpenOptions,
         use_declared_shape: bool,
+        metrics: Option<&Metrics>,
     ) -> Result<Dataset, ConfigError> {
+        let storage_metrics = metrics.map(|m| m.storage(&spec.name));
         let location =
             Location::parse(&spec.uri).map_err(|reason| ConfigError::UnsupportedUri {
                 name: spec.name.clone(),
@@ -149,12 +165,18 @@ impl Dataset {
                     reason,
                 })?
             }
-            backend => location::open_remote(backend, &options.storage).map_err(|reason| {
-                ConfigError::Backend {
-                    name: spec.name.clone(),
-                    uri: spec.uri.clone(),
-                    reason,
-                }
+            backend => location::open_remote_with(
+                backend,
+                &options.storage,
+                storage_metrics
+                    .as_ref()
+                    .map(StorageMetrics::http_connector)
+                    .unwrap_or_default(),
+            )
+            .map_err(|reason| ConfigError::Backend {
+                name: spec.name.clone(),
+                uri: spec.uri.clone(),
+                reason,
             })?,
         };
         let root = location.prefix.clone();
@@ -189,8 +211,15 @@ impl Dataset {
         if !location.backend.can_list() {
             object = object.without_listing("a plain web server cannot list its files");
         }
-        let mut neurons: Arc<dyn NeuronStore> =
-            Arc::new(CachedStore::new(Arc::new(object), options.cache));
+        let object: Arc<dyn NeuronStore> = match storage_metrics {
+            Some(storage) => Arc::new(ObservedStore::new(Arc::new(object), storage)),
+            None => Arc::new(object),
+        };
+        let cache = Arc::new(CachedStore::new(object, options.cache));
+        if let Some(metrics) = metrics {
+            metrics.watch_cache(&spec.name, &cache);
+        }
+        let mut neurons: Arc<dyn NeuronStore> = cache;
         tracing::info!(
             dataset = %spec.name,
             backend = %location.backend,
@@ -220,7 +249,7 @@ pub async fn list_shape(uri: &str, options: &OpenOptions) -> Result<(Shape, Layo
         name: "manifest".to_string(),
         uri: uri.to_string(),
     };
-    let dataset = Dataset::open_with(&spec, options, false).await?;
+    let dataset = Dataset::open_with(&spec, options, false, None).await?;
     let listing_failed = |source| ConfigError::Listing {
         uri: uri.to_string(),
         source,
@@ -317,6 +346,24 @@ impl Datasets {
     /// Opens each spec in order; with none, the bundled sample. The cache budget is shared
     /// out evenly between the datasets.
     pub async fn open(specs: &[DatasetSpec], options: &OpenOptions) -> Result<Self, ConfigError> {
+        Self::open_all(specs, options, None).await
+    }
+
+    /// [`Datasets::open`], each dataset recording its storage and cache figures into
+    /// `metrics`.
+    pub async fn open_observed(
+        specs: &[DatasetSpec],
+        options: &OpenOptions,
+        metrics: &Metrics,
+    ) -> Result<Self, ConfigError> {
+        Self::open_all(specs, options, Some(metrics)).await
+    }
+
+    async fn open_all(
+        specs: &[DatasetSpec],
+        options: &OpenOptions,
+        metrics: Option<&Metrics>,
+    ) -> Result<Self, ConfigError> {
         let bundled = [DatasetSpec {
             name: BUNDLED_NAME.to_string(),
             uri: BUNDLED_URI.to_string(),
@@ -330,7 +377,7 @@ impl Datasets {
         options.cache.max_bytes /= specs.len() as u64;
         let mut entries = Vec::with_capacity(specs.len());
         for spec in specs {
-            entries.push(Dataset::open(spec, &options).await?);
+            entries.push(Dataset::open_with(spec, &options, true, metrics).await?);
         }
         Self::new(entries)
     }

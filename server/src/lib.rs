@@ -23,6 +23,12 @@
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
 //! - [`config`]: the command line and environment of `activations-server`.
+//!
+//! Observability:
+//! - [`telemetry`]: the per-call layer (span, end-of-call log line, call metrics) and the log
+//!   format.
+//! - [`metrics`]: the Prometheus registry (calls, records, cache, storage) and its scrape
+//!   endpoint.
 
 pub mod bulk;
 pub mod config;
@@ -30,6 +36,7 @@ pub mod dataset;
 pub mod error;
 pub mod layout;
 pub mod location;
+pub mod metrics;
 pub mod neuron;
 pub mod neuron_json;
 pub mod page_token;
@@ -39,6 +46,7 @@ pub mod service;
 pub mod shape;
 pub mod splits;
 pub mod store;
+pub mod telemetry;
 
 pub use dataset::{Dataset, DatasetSpec, Datasets};
 pub use server::run;

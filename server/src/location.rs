@@ -35,6 +35,7 @@ use url::Url;
 
 use crate::{
     layout::{Layout, LayoutChoice},
+    metrics::StorageHttpConnector,
     shape::Shape,
 };
 
@@ -331,6 +332,15 @@ pub fn open_remote(
     backend: &Backend,
     options: &StorageOptions,
 ) -> Result<Arc<dyn ObjectStore>, String> {
+    open_remote_with(backend, options, StorageHttpConnector::default())
+}
+
+/// [`open_remote`], making the backend's HTTP requests through `http` (which may count them).
+pub fn open_remote_with(
+    backend: &Backend,
+    options: &StorageOptions,
+    http: StorageHttpConnector,
+) -> Result<Arc<dyn ObjectStore>, String> {
     install_tls_provider();
     let built = |e: object_store::Error| e.to_string();
     let store: Arc<dyn ObjectStore> = match backend {
@@ -353,6 +363,7 @@ pub fn open_remote(
                     .with_skip_signature(skip_signature)
                     .with_retry(options.retry())
                     .with_client_options(options.client(emulator))
+                    .with_http_connector(http)
                     .build()
                     .map_err(built)?,
             )
@@ -372,6 +383,7 @@ pub fn open_remote(
                 builder
                     .with_retry(options.retry())
                     .with_client_options(options.client(allow_http))
+                    .with_http_connector(http)
                     .build()
                     .map_err(built)?,
             )
@@ -388,6 +400,7 @@ pub fn open_remote(
                 builder
                     .with_retry(options.retry())
                     .with_client_options(options.client(false))
+                    .with_http_connector(http)
                     .build()
                     .map_err(built)?,
             )
@@ -397,6 +410,7 @@ pub fn open_remote(
                 .with_url(base.as_str())
                 .with_retry(options.retry())
                 .with_client_options(options.client(base.scheme() == "http"))
+                .with_http_connector(http)
                 .build()
                 .map_err(built)?,
         ),

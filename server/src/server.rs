@@ -11,6 +11,7 @@ use crate::{
     dataset::Datasets,
     security::{AuthLayer, Security},
     service::ActivationsService,
+    telemetry::ObserveLayer,
 };
 
 /// Why the server stopped with an error.
@@ -82,6 +83,8 @@ pub async fn run_secured(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // Every call gets a span, a log line when it ends, and its metrics if there are any.
+    let observe = ObserveLayer::new(service.metrics().cloned());
     let activations = ActivationServiceServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -97,8 +100,8 @@ pub async fn run_secured(
         server = server.tls_config(tls.server_config())?;
     }
     server
-        // Every log line of a call carries its method (and nothing of its headers).
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        // Outermost, so calls refused by the layers below are logged and counted too.
+        .layer(observe)
         .layer(AuthLayer::new(security.auth))
         .add_service(activations)
         .add_service(health_service)

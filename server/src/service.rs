@@ -12,9 +12,11 @@ use crate::{
     bulk::BulkSettings,
     dataset::{Dataset, Datasets},
     error::{ServiceError, Subject},
+    metrics::Metrics,
     neuron::{self, NeuronKey},
     page_token::{self, PageToken},
     splits::{Source, Split, SplitPlan},
+    telemetry,
 };
 
 /// The service over a set of datasets.
@@ -22,6 +24,7 @@ use crate::{
 pub struct ActivationsService {
     datasets: Datasets,
     bulk: BulkSettings,
+    metrics: Option<Metrics>,
 }
 
 impl ActivationsService {
@@ -29,7 +32,20 @@ impl ActivationsService {
         ActivationsService {
             datasets,
             bulk: BulkSettings::DEFAULT,
+            metrics: None,
         }
+    }
+
+    /// Records into `metrics`: the records streamed here, and every call when served by
+    /// [`crate::server::run_service`].
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics this service records into, if any.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Sets the limits of `StreamNeuronSplits`.
@@ -43,14 +59,24 @@ impl ActivationsService {
         dataset: &str,
         neuron_id: Option<wire::NeuronId>,
     ) -> Result<(Arc<Dataset>, NeuronKey, Arc<wire::NeuronRecord>), ServiceError> {
+        telemetry::record_dataset(self.dataset_name(dataset));
         let dataset = self.datasets.get(dataset)?.clone();
         let key = neuron_key(neuron_id)?;
+        telemetry::record_neuron(key);
         let record = dataset
             .store
             .neuron(key)
             .await
             .map_err(|e| ServiceError::store(&dataset.name, Subject::Neuron(key), e))?;
         Ok((dataset, key, record))
+    }
+
+    /// The name of the dataset a request names: the default's for the empty name.
+    fn dataset_name<'a>(&'a self, requested: &'a str) -> &'a str {
+        match requested {
+            "" => &self.datasets.default().name,
+            name => name,
+        }
     }
 }
 
@@ -147,7 +173,13 @@ impl ActivationService for ActivationsService {
                 source_index: index as u32,
             })
         });
-        Ok(Response::new(Box::pin(futures::stream::iter(records))))
+        let records = futures::stream::iter(records);
+        Ok(Response::new(match &self.metrics {
+            Some(metrics) => {
+                Box::pin(metrics.count_records(records, "StreamActivationRecords", |_| 1))
+            }
+            None => Box::pin(records),
+        }))
     }
 
     type StreamNeuronSplitsStream = crate::bulk::NeuronSplitsStream;
@@ -156,8 +188,18 @@ impl ActivationService for ActivationsService {
         &self,
         request: Request<wire::StreamNeuronSplitsRequest>,
     ) -> Result<Response<Self::StreamNeuronSplitsStream>, Status> {
-        let stream = crate::bulk::stream(&self.datasets, &self.bulk, request.into_inner()).await?;
-        Ok(Response::new(stream))
+        let request = request.into_inner();
+        telemetry::record_dataset(self.dataset_name(&request.dataset));
+        if let Some(selection) = &request.selection {
+            telemetry::record_selection(telemetry::SelectionSummary(selection));
+        }
+        let stream = crate::bulk::stream(&self.datasets, &self.bulk, request).await?;
+        Ok(Response::new(match &self.metrics {
+            Some(metrics) => Box::pin(metrics.count_records(stream, "StreamNeuronSplits", |m| {
+                m.splits.iter().map(|s| s.records.len()).sum()
+            })),
+            None => stream,
+        }))
     }
 
     async fn get_neuron_summary(
@@ -174,8 +216,10 @@ impl ActivationService for ActivationsService {
         request: Request<wire::NeuronExistsRequest>,
     ) -> Result<Response<wire::NeuronExistsResponse>, Status> {
         let request = request.into_inner();
+        telemetry::record_dataset(self.dataset_name(&request.dataset));
         let dataset = self.datasets.get(&request.dataset)?;
         let key = neuron_key(request.neuron_id)?;
+        telemetry::record_neuron(key);
         let exists = dataset
             .store
             .neuron_exists(key)
@@ -188,6 +232,7 @@ impl ActivationService for ActivationsService {
         &self,
         request: Request<wire::ListLayersRequest>,
     ) -> Result<Response<wire::ListLayersResponse>, Status> {
+        telemetry::record_dataset(self.dataset_name(&request.get_ref().dataset));
         let dataset = self.datasets.get(&request.get_ref().dataset)?;
         let layer_indices = dataset
             .store
@@ -202,6 +247,7 @@ impl ActivationService for ActivationsService {
         request: Request<wire::ListNeuronsRequest>,
     ) -> Result<Response<wire::ListNeuronsResponse>, Status> {
         let request = request.into_inner();
+        telemetry::record_dataset(self.dataset_name(&request.dataset));
         let dataset = self.datasets.get(&request.dataset)?;
         let layer = request.layer_index;
         let page_size = page_token::page_size(request.page_size)

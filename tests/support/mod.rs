@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod fixtures;
 pub mod http;
 pub mod s3;
+pub mod scrape;
 pub mod tools;
 
 use std::{net::SocketAddr, path::Path};

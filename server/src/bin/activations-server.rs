@@ -1,18 +1,16 @@
 //! `activations-server`: see `activations-server --help`.
 
-use activations_server::{config::Config, dataset::Datasets, server, service::ActivationsService};
+use activations_server::{
+    config::Config, dataset::Datasets, metrics::Metrics, server, service::ActivationsService,
+    telemetry,
+};
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    telemetry::init_logging(&config.log, config.log_format);
     match serve(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -24,10 +22,26 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let security = config.security()?;
-    let datasets = Datasets::open(&config.datasets, &config.open_options()).await?;
+    let metrics = config.metrics_listen.map(|_| Metrics::new());
+    let options = config.open_options();
+    let datasets = match &metrics {
+        Some(metrics) => Datasets::open_observed(&config.datasets, &options, metrics).await?,
+        None => Datasets::open(&config.datasets, &options).await?,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    if let (Some(address), Some(metrics)) = (config.metrics_listen, &metrics) {
+        let metrics_listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
+        let address = metrics_listener.local_addr()?;
+        tracing::info!(%address, "serving metrics at http://{address}/metrics");
+        tokio::spawn(activations_server::metrics::serve(
+            metrics_listener,
+            metrics.clone(),
+        ));
+    }
     tracing::info!(
         address = %listener.local_addr()?,
         datasets = %datasets,
@@ -36,7 +50,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         reflection_requires_auth = security.auth.as_ref().is_some_and(|auth| auth.reflection_requires_auth()),
         "listening"
     );
-    let service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
+    let mut service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
+    if let Some(metrics) = metrics {
+        service = service.with_metrics(metrics);
+    }
     server::run_secured(listener, service, security, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -7,6 +7,7 @@
 
 mod cache;
 mod object;
+mod observed;
 mod shaped;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::{neuron::NeuronKey, neuron_json::ParseError};
 
 pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use object::ObjectNeuronStore;
+pub use observed::ObservedStore;
 pub use shaped::ShapedStore;
 
 /// A source of neuron records, addressed by layer and neuron index.

@@ -1,0 +1,232 @@
+//! Prometheus metrics of a server: calls, records streamed, the cache, and storage.
+//!
+//! A [`Metrics`] is one registry and the metric families in it. It is handed to whatever
+//! records into it (the per-call layer of [`crate::telemetry`], the service, each dataset's
+//! storage and cache) rather than kept in a global, so that several servers in one process
+//! (the tests) keep apart. [`serve`] answers `GET /metrics` with its text exposition.
+//!
+//! Every metric name carries the `activations_` prefix; the README lists them all.
+//!
+//! - `cache`: a collector that reads each dataset's [`CacheStats`](crate::store::CacheStats)
+//!   at scrape time, so the cache keeps no second set of counters.
+//! - `storage`: what reads of a store and the HTTP requests under them record.
+//! - `scrape`: the HTTP endpoint ([`serve`]).
+
+mod cache;
+mod scrape;
+mod storage;
+
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicI64},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+pub use scrape::serve;
+pub use storage::{StorageHttpConnector, StorageMetrics, StorageOperation};
+
+use crate::store::CachedStore;
+
+/// Upper bounds of the latency buckets, in seconds: 0.1 ms to 30 s in 1-2.5-5 steps, so a
+/// cached unary call (tens of microseconds to a millisecond) and a bulk stream over a layer
+/// (seconds) both land in buckets of their own.
+pub const LATENCY_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The metrics of one server. Cheap to clone: clones share the registry and every series.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rpc_requests: Family<RpcCodeLabels, Counter>,
+    rpc_duration: HistogramFamily<RpcLabels>,
+    rpc_response_bytes: Family<RpcLabels, Counter>,
+    rpc_in_flight: Gauge<i64, AtomicI64>,
+    records_streamed: Family<RpcLabels, Counter>,
+    storage: storage::Families,
+    caches: Arc<cache::CacheCollector>,
+}
+
+/// Labels of a call: the gRPC service and method.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The fully qualified service, e.g. `neuron_explainer.activations.v1.ActivationService`.
+    pub service: String,
+    /// The method, e.g. `StreamActivationRecords`.
+    pub rpc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RpcCodeLabels {
+    service: String,
+    rpc: String,
+    code: &'static str,
+}
+
+impl Metrics {
+    /// A registry with every family registered and no series yet.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("activations");
+        let rpc_requests = Family::<RpcCodeLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "Completed calls, by service, method and gRPC status code. A stream counts when it \
+             ends: its code comes from its trailers, and a stream the client gave up on counts \
+             as CANCELLED.",
+            rpc_requests.clone(),
+        );
+        let rpc_duration: HistogramFamily<RpcLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "rpc_duration",
+            "Time from a call's arrival to the end of its response (the last message and the \
+             trailers of a stream), by service and method.",
+            Unit::Seconds,
+            rpc_duration.clone(),
+        );
+        let rpc_response_bytes = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_response_bytes",
+            "Bytes of response messages sent, as framed (and compressed) on the wire, by \
+             service and method.",
+            rpc_response_bytes.clone(),
+        );
+        let rpc_in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "rpc_in_flight",
+            "Calls begun and not yet ended (streams included).",
+            rpc_in_flight.clone(),
+        );
+        let records_streamed = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "records_streamed",
+            "Activation records put into response streams, by service and method (for a \
+             cancelled stream, those produced before it was cancelled).",
+            records_streamed.clone(),
+        );
+        let storage = storage::Families::register(&mut registry);
+        let caches = Arc::new(cache::CacheCollector::default());
+        registry.register_collector(Box::new(caches.clone()));
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                rpc_requests,
+                rpc_duration,
+                rpc_response_bytes,
+                rpc_in_flight,
+                records_streamed,
+                storage,
+                caches,
+            }),
+        }
+    }
+
+    /// The exposition of every metric, in the OpenMetrics text format (which Prometheus
+    /// reads), ending with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+
+    /// A call began.
+    pub(crate) fn call_started(&self) {
+        self.inner.rpc_in_flight.inc();
+    }
+
+    /// A call ended with `code` after `elapsed`, having sent `bytes` of response body.
+    pub(crate) fn call_finished(
+        &self,
+        labels: &RpcLabels,
+        code: &'static str,
+        elapsed: Duration,
+        bytes: u64,
+    ) {
+        let inner = &self.inner;
+        inner.rpc_in_flight.dec();
+        inner
+            .rpc_requests
+            .get_or_create(&RpcCodeLabels {
+                service: labels.service.clone(),
+                rpc: labels.rpc.clone(),
+                code,
+            })
+            .inc();
+        inner
+            .rpc_duration
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+        if bytes > 0 {
+            inner.rpc_response_bytes.get_or_create(labels).inc_by(bytes);
+        }
+    }
+
+    /// Counts `records` put into a response stream of `ActivationService/{rpc}`.
+    fn records_streamed(&self, rpc: &str, records: u64) {
+        self.inner
+            .records_streamed
+            .get_or_create(&RpcLabels {
+                service: activations_proto::SERVICE_NAME.to_string(),
+                rpc: rpc.to_string(),
+            })
+            .inc_by(records);
+    }
+
+    /// `stream`, counting the records of each message (`records` of it) into
+    /// `activations_records_streamed_total` as the message is produced.
+    pub fn count_records<T, E>(
+        &self,
+        stream: impl Stream<Item = Result<T, E>> + Send + 'static,
+        rpc: &'static str,
+        records: impl Fn(&T) -> usize + Send + 'static,
+    ) -> impl Stream<Item = Result<T, E>> + Send + 'static {
+        let metrics = self.clone();
+        stream.inspect(move |item| {
+            if let Ok(message) = item {
+                metrics.records_streamed(rpc, records(message) as u64);
+            }
+        })
+    }
+
+    /// What the storage of `dataset` records into.
+    pub fn storage(&self, dataset: &str) -> StorageMetrics {
+        StorageMetrics::new(self.inner.storage.clone(), dataset)
+    }
+
+    /// Reports the statistics of `dataset`'s cache at every scrape, for as long as the cache
+    /// lives.
+    pub fn watch_cache(&self, dataset: &str, cache: &Arc<CachedStore>) {
+        self.inner.caches.watch(dataset, cache);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
