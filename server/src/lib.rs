@@ -20,14 +20,18 @@
 //! - [`dataset`]: named datasets opened from `NAME=URI` settings.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
+//! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
+//!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
 //! - [`config`]: the command line and environment of `activations-server`.
 
 pub mod bulk;
+mod call_body;
 pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod layout;
+pub mod limits;
 pub mod location;
 pub mod neuron;
 pub mod neuron_json;
@@ -35,6 +39,7 @@ pub mod page_token;
 pub mod server;
 pub mod service;
 pub mod shape;
+pub mod shutdown;
 pub mod splits;
 pub mod store;
 

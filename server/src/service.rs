@@ -22,6 +22,7 @@ use crate::{
 pub struct ActivationsService {
     datasets: Datasets,
     bulk: BulkSettings,
+    max_page_size: usize,
 }
 
 impl ActivationsService {
@@ -29,7 +30,14 @@ impl ActivationsService {
         ActivationsService {
             datasets,
             bulk: BulkSettings::DEFAULT,
+            max_page_size: page_token::MAX_PAGE_SIZE,
         }
+    }
+
+    /// Sets the largest `ListNeurons` page (at least 1).
+    pub fn with_max_page_size(mut self, max_page_size: usize) -> Self {
+        self.max_page_size = max_page_size.max(1);
+        self
     }
 
     /// Sets the limits of `StreamNeuronSplits`.
@@ -204,7 +212,7 @@ impl ActivationService for ActivationsService {
         let request = request.into_inner();
         let dataset = self.datasets.get(&request.dataset)?;
         let layer = request.layer_index;
-        let page_size = page_token::page_size(request.page_size)
+        let page_size = page_token::page_size(request.page_size, self.max_page_size)
             .map_err(|e| ServiceError::invalid("page_size", e))?;
         let after = match request.page_token.as_str() {
             "" => None,

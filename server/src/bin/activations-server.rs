@@ -29,7 +29,8 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, datasets = %datasets, "listening");
     let service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
-    server::run_service(listener, service, shutdown_signal()).await?;
+    server::run_service_with(listener, service, config.server_settings(), shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -49,5 +50,5 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-    tracing::info!("shutting down: finishing in-flight calls");
+    tracing::info!("shutting down: draining in-flight calls");
 }
