@@ -141,7 +141,13 @@ mod tests {
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap().len(), 4);
         }
-        let trailers = body.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
         let status = Status::from_header_map(&trailers).unwrap();
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
         assert_eq!(status.message(), "too late");
@@ -166,8 +172,8 @@ mod tests {
             Ok::<_, Status>(Frame::data(Bytes::from_static(b"x"))),
             Ok(Frame::trailers(trailers)),
         ]));
-        let body = CallBody::new(inner, ())
-            .stop_on(futures::future::ready(Status::unavailable("stop")));
+        let body =
+            CallBody::new(inner, ()).stop_on(futures::future::ready(Status::unavailable("stop")));
         // The stop is ready at once, so the body ends before its first frame.
         let collected = body.collect().await.unwrap();
         let status = Status::from_header_map(collected.trailers().unwrap()).unwrap();

@@ -253,7 +253,17 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(text), Some(duration), "{text}");
         }
-        for bad in ["", "S", "1", "123456789S", "1x", "-1S", "1.5S", "１S", "S１"] {
+        for bad in [
+            "",
+            "S",
+            "1",
+            "123456789S",
+            "1x",
+            "-1S",
+            "1.5S",
+            "１S",
+            "S１",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }

@@ -14,7 +14,10 @@ use std::{net::SocketAddr, path::Path};
 
 use activations_client::ActivationsClient;
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, server::ServeError,
+    DatasetSpec, Datasets,
+    dataset::OpenOptions,
+    layout::LayoutChoice,
+    server::{ServeError, ServerSettings},
     service::ActivationsService,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -72,12 +75,21 @@ pub async fn start_server(datasets: Datasets) -> TestServer {
 
 /// Serves a service with chosen settings on `127.0.0.1:0`.
 pub async fn start_service(service: ActivationsService) -> TestServer {
+    start_service_with(service, ServerSettings::DEFAULT).await
+}
+
+/// Serves a service with chosen settings, limits and shutdown grace on `127.0.0.1:0`.
+pub async fn start_service_with(
+    service: ActivationsService,
+    settings: ServerSettings,
+) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(activations_server::server::run_service(
+    let task = tokio::spawn(activations_server::server::run_service_with(
         listener,
         service,
+        settings,
         async {
             let _ = rx.await;
         },

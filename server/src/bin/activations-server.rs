@@ -29,8 +29,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, datasets = %datasets, "listening");
     let service = ActivationsService::new(datasets).with_bulk_settings(config.bulk_settings());
-    server::run_service_with(listener, service, config.server_settings(), shutdown_signal())
-        .await?;
+    server::run_service_with(
+        listener,
+        service,
+        config.server_settings(),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
