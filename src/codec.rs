@@ -46,9 +46,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        SliceDecoder {
-            _type: PhantomData,
-        }
+        SliceDecoder { _type: PhantomData }
     }
 }
 

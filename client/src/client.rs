@@ -15,6 +15,9 @@ use crate::settings::{CallSettings, Compression};
 /// about 230 KB of JSON; this leaves room for much larger records without being unbounded.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
+/// The largest request the client sends: the server's default `--max-request-bytes`.
+pub const MAX_ENCODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
 /// A stream of the records of one split, in the Python order. See
 /// [`ActivationsClient::stream_activation_records`].
 pub type SplitRecordStream = BoxStream<'static, Result<pb::SplitActivationRecord>>;
@@ -98,8 +101,9 @@ impl ActivationsClient {
     /// [`ClientBuilder`](crate::ClientBuilder) (change them with
     /// [`with_timeout`](Self::with_timeout) and [`with_retry`](Self::with_retry)).
     ///
-    /// The client accepts gzip- and zstd-compressed responses and decodes messages of up to
-    /// [`MAX_DECODING_MESSAGE_SIZE`] bytes.
+    /// The client accepts gzip- and zstd-compressed responses, decodes messages of up to
+    /// [`MAX_DECODING_MESSAGE_SIZE`] bytes and sends requests of up to
+    /// [`MAX_ENCODING_MESSAGE_SIZE`].
     ///
     /// # Examples
     ///
@@ -124,6 +128,7 @@ impl ActivationsClient {
             CallSettings::DEFAULT,
             None,
             MAX_DECODING_MESSAGE_SIZE,
+            MAX_ENCODING_MESSAGE_SIZE,
         )
     }
 
@@ -134,9 +139,11 @@ impl ActivationsClient {
         calls: CallSettings,
         compression: Option<Compression>,
         max_decoding_message_size: usize,
+        max_encoding_message_size: usize,
     ) -> Self {
         let mut inner = ActivationServiceClient::with_interceptor(channel, credentials)
-            .max_decoding_message_size(max_decoding_message_size);
+            .max_decoding_message_size(max_decoding_message_size)
+            .max_encoding_message_size(max_encoding_message_size);
         if let Some(compression) = compression {
             // Advertising an encoding makes the server compress every response with it.
             inner = inner

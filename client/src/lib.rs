@@ -50,7 +50,8 @@ pub mod settings;
 pub use activations_proto::pb;
 pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection};
 pub use client::{
-    ActivationsClient, MAX_DECODING_MESSAGE_SIZE, NeuronIndexStream, SplitRecordStream, neuron_id,
+    ActivationsClient, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, NeuronIndexStream,
+    SplitRecordStream, neuron_id,
 };
 pub use error::{Error, Result, StatusError};
 pub use explain::{max_activation, normalized_activations};

@@ -15,11 +15,16 @@ use tonic::{Code, Request, Response, Status};
 use crate::error::{Error, Result};
 use crate::settings::{CallSettings, RetryPolicy};
 
-/// Whether a failure is worth another attempt: `UNAVAILABLE`, or a failure of the connection.
+/// Whether a failure is worth another attempt: `UNAVAILABLE`, `RESOURCE_EXHAUSTED` with a
+/// `RetryInfo` (an overloaded server saying when to come back), or a failure of the connection.
 pub(crate) fn is_retryable(error: &Error) -> bool {
     match error {
         Error::Connect { .. } => true,
-        Error::Status(status) => is_retryable_status(status.status()),
+        Error::Status(status) => {
+            is_retryable_status(status.status())
+                || status.code() == Code::ResourceExhausted
+                    && status.details().retry_info().is_some()
+        }
         _ => false,
     }
 }
@@ -374,6 +379,24 @@ mod tests {
         }
         assert!(!is_retryable(&Error::MalformedResponse { what: "x" }));
         assert!(!is_retryable(&Error::NoEndpoint));
+    }
+
+    #[test]
+    fn resource_exhausted_is_retried_only_with_retry_info_after_its_delay() {
+        let details = ErrorDetails::with_retry_info(Some(Duration::from_millis(700)));
+        let overloaded = Error::from(Status::with_error_details(
+            Code::ResourceExhausted,
+            "busy",
+            details,
+        ));
+        assert!(is_retryable(&overloaded));
+        for _ in 0..20 {
+            let wait = next_delay(&POLICY, 1, &overloaded, None).unwrap();
+            assert!(wait >= Duration::from_millis(700), "{wait:?}");
+        }
+        let too_large = status(Code::ResourceExhausted);
+        assert!(!is_retryable(&too_large));
+        assert!(next_delay(&POLICY, 1, &too_large, None).is_none());
     }
 
     #[test]

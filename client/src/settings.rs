@@ -12,13 +12,16 @@
 //! | [`max_decoding_message_size`](ClientBuilder::max_decoding_message_size) | [`MAX_DECODING_MESSAGE_SIZE`] (64 MiB) | largest response message decoded |
 //! | [`tls`](ClientBuilder::tls) | none (`https://` endpoints trust the system's roots) | the CA to trust, a client certificate, the name to verify |
 //! | [`bearer_token`](ClientBuilder::bearer_token) | none | sent as `authorization: Bearer <token>` on every call |
+//! | [`max_encoding_message_size`](ClientBuilder::max_encoding_message_size) | [`MAX_ENCODING_MESSAGE_SIZE`] (4 MiB) | largest request message sent |
 
 use std::time::Duration;
 
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::client::{ActivationsClient, MAX_DECODING_MESSAGE_SIZE, with_scheme_for};
+use crate::client::{
+    ActivationsClient, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, with_scheme_for,
+};
 use crate::error::{Chain, Error, Result};
 use crate::retry;
 use crate::security::{BearerToken, Credentials, Tls};
@@ -29,9 +32,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a call that failed for a transient reason is tried again.
 ///
 /// A failure is **retried** when it is `UNAVAILABLE` (the server's storage could not be read
-/// after the server's own retries, the server is restarting, no connection could be made) or a
-/// failure of the connection itself (refused, reset, dropped in the middle of a response). Every
-/// other status is final and returned at once: `INVALID_ARGUMENT`, `NOT_FOUND`,
+/// after the server's own retries, the server is shutting down or restarting, no connection
+/// could be made), `RESOURCE_EXHAUSTED` with a `RetryInfo` (the server is running its limit of
+/// concurrent calls and says when to come back; without `RetryInfo`, such as for a request
+/// above the server's size limit, it is final), or a failure of the connection itself
+/// (refused, reset, dropped in the middle of a response). Every other status is final and
+/// returned at once: `INVALID_ARGUMENT`, `NOT_FOUND`,
 /// `FAILED_PRECONDITION` and `DATA_LOSS` would fail the same way again, and
 /// `DEADLINE_EXCEEDED` means the call's own time is up.
 ///
@@ -183,6 +189,7 @@ pub struct ClientBuilder {
     max_decoding_message_size: usize,
     tls: Option<Tls>,
     bearer_token: Option<BearerToken>,
+    max_encoding_message_size: usize,
 }
 
 impl Default for ClientBuilder {
@@ -196,6 +203,7 @@ impl Default for ClientBuilder {
             max_decoding_message_size: MAX_DECODING_MESSAGE_SIZE,
             tls: None,
             bearer_token: None,
+            max_encoding_message_size: MAX_ENCODING_MESSAGE_SIZE,
         }
     }
 }
@@ -462,6 +470,32 @@ impl ClientBuilder {
         self
     }
 
+    /// The largest request message sent, in bytes; a larger one fails the call with
+    /// `OUT_OF_RANGE` before anything is sent. Default: [`MAX_ENCODING_MESSAGE_SIZE`] (4 MiB),
+    /// the server's default `--max-request-bytes`, which refuses larger requests with
+    /// `RESOURCE_EXHAUSTED`. Only a long explicit neuron list of
+    /// [`neuron_splits`](ActivationsClient::neuron_splits) comes near it (~7 bytes a neuron).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// // For a server started with --max-request-bytes 16MiB.
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .max_encoding_message_size(16 << 20)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+        self.max_encoding_message_size = limit;
+        self
+    }
+
     /// Opens the client.
     ///
     /// With one endpoint, connects at once, retrying a failed connection per the
@@ -573,6 +607,7 @@ impl ClientBuilder {
             self.calls,
             self.compression,
             self.max_decoding_message_size,
+            self.max_encoding_message_size,
         )
         .with_dataset(self.dataset)
     }
@@ -729,6 +764,7 @@ mod tests {
         assert_eq!(builder.connect_timeout, Duration::from_secs(10));
         assert_eq!(builder.compression, None);
         assert_eq!(builder.max_decoding_message_size, 64 * 1024 * 1024);
+        assert_eq!(builder.max_encoding_message_size, 4 * 1024 * 1024);
     }
 
     #[tokio::test]

@@ -8,8 +8,10 @@ use crate::{
     bulk::BulkSettings,
     dataset::{DatasetSpec, OpenOptions},
     layout::LayoutChoice,
+    limits::Limits,
     location::StorageOptions,
     security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
+    server::ServerSettings,
     store::CacheConfig,
     telemetry::LogFormat,
 };
@@ -140,6 +142,29 @@ pub struct Config {
     /// list and describe without a token, while every call of the service needs one).
     #[arg(long, env = "ACTIVATIONS_REFLECTION_REQUIRES_AUTH")]
     pub reflection_requires_auth: bool,
+    /// Calls running at once, streams until their last message; more are refused at once with
+    /// RESOURCE_EXHAUSTED and a retry delay. Health checks and reflection are not counted.
+    #[arg(long, env = "ACTIVATIONS_MAX_CONCURRENT_REQUESTS", default_value_t = Limits::DEFAULT.max_concurrent_requests)]
+    pub max_concurrent_requests: usize,
+
+    /// The largest request message accepted (suffixes as for --cache-bytes); larger ones are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ACTIVATIONS_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_request_bytes: u64,
+
+    /// The largest response message sent; a larger one (a huge neuron record) fails its call
+    /// with OUT_OF_RANGE.
+    #[arg(long, env = "ACTIVATIONS_MAX_RESPONSE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_response_bytes: u64,
+
+    /// The largest ListNeurons page; larger requested page sizes are lowered to it.
+    #[arg(long, env = "ACTIVATIONS_MAX_PAGE_SIZE", default_value_t = Limits::DEFAULT.max_page_size)]
+    pub max_page_size: usize,
+
+    /// On SIGTERM or SIGINT, how long running calls may go on: the server refuses new calls at
+    /// once, and ends the calls still running after this with UNAVAILABLE.
+    #[arg(long, env = "ACTIVATIONS_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info`, `activations_server=debug`).
     /// `info,activations_server::requests=debug` adds one line per completed call.
@@ -162,6 +187,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The limits of calls and the shutdown grace period.
+    pub fn server_settings(&self) -> ServerSettings {
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        ServerSettings {
+            limits: Limits {
+                max_concurrent_requests: self.max_concurrent_requests.max(1),
+                max_request_bytes: bytes(self.max_request_bytes),
+                max_response_bytes: bytes(self.max_response_bytes),
+                max_page_size: self.max_page_size.max(1),
+            },
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
     /// The limits of `StreamNeuronSplits`.
     pub fn bulk_settings(&self) -> BulkSettings {
         BulkSettings {
@@ -385,6 +424,39 @@ mod tests {
         assert_eq!(config.metrics_listen, Some("0.0.0.0:9187".parse().unwrap()));
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(Config::try_parse_from(["activations-server", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn limits_and_grace_have_defaults_and_flags() {
+        let defaults = Config::try_parse_from(["activations-server"]).unwrap();
+        assert_eq!(defaults.server_settings(), ServerSettings::DEFAULT);
+        let settings = Config::try_parse_from([
+            "activations-server",
+            "--max-concurrent-requests",
+            "8",
+            "--max-request-bytes",
+            "1MiB",
+            "--max-response-bytes",
+            "2MiB",
+            "--max-page-size",
+            "100",
+            "--shutdown-grace",
+            "5s",
+        ])
+        .unwrap()
+        .server_settings();
+        assert_eq!(
+            settings,
+            ServerSettings {
+                limits: Limits {
+                    max_concurrent_requests: 8,
+                    max_request_bytes: 1 << 20,
+                    max_response_bytes: 2 << 20,
+                    max_page_size: 100,
+                },
+                shutdown_grace: Duration::from_secs(5),
+            }
+        );
     }
 
     #[test]

@@ -59,6 +59,30 @@ pub enum ServiceError {
         detail: NotEnoughRecords,
     },
 
+    #[error(
+        "the server is running its limit of {limit} concurrent calls \
+         (--max-concurrent-requests); retry after {retry_after:?}, or call another server"
+    )]
+    Overloaded { limit: usize, retry_after: Duration },
+
+    #[error(
+        "the request message is larger than this server's limit of {limit} bytes \
+         (--max-request-bytes); send a smaller request, such as a shorter neuron list"
+    )]
+    RequestTooLarge { limit: usize },
+
+    #[error("the call did not complete within its deadline of {timeout:?} (grpc-timeout)")]
+    DeadlineExceeded { timeout: Duration },
+
+    #[error("the server is shutting down and takes no new calls; retry on another server")]
+    ShuttingDown,
+
+    #[error(
+        "the server is shutting down and its grace period of {grace:?} is over; resume on \
+         another server (a StreamNeuronSplits stream from its last cursor)"
+    )]
+    ShutdownGraceOver { grace: Duration },
+
     #[error("dataset {dataset:?}, {subject}: {source}")]
     Store {
         dataset: String,
@@ -130,6 +154,36 @@ impl From<ServiceError> for Status {
                 (Code::FailedPrecondition, "NOT_ENOUGH_RECORDS")
             }
             ServiceError::Unauthenticated(refusal) => (Code::Unauthenticated, refusal.reason()),
+            ServiceError::Overloaded { limit, retry_after } => {
+                details.set_retry_info(Some(*retry_after));
+                details.add_quota_failure_violation(
+                    "concurrent calls",
+                    format!("at most {limit} calls run at once"),
+                );
+                metadata.insert("limit".to_string(), limit.to_string());
+                (Code::ResourceExhausted, "OVERLOADED")
+            }
+            ServiceError::RequestTooLarge { limit } => {
+                details.add_quota_failure_violation(
+                    "request bytes",
+                    format!("a request message is at most {limit} bytes"),
+                );
+                metadata.insert("limit".to_string(), limit.to_string());
+                (Code::ResourceExhausted, "REQUEST_TOO_LARGE")
+            }
+            ServiceError::DeadlineExceeded { timeout } => {
+                metadata.insert("timeout".to_string(), format!("{timeout:?}"));
+                (Code::DeadlineExceeded, "DEADLINE_EXCEEDED")
+            }
+            ServiceError::ShuttingDown => {
+                details.set_retry_info(Some(Duration::ZERO));
+                (Code::Unavailable, "SHUTTING_DOWN")
+            }
+            ServiceError::ShutdownGraceOver { grace } => {
+                details.set_retry_info(Some(Duration::ZERO));
+                metadata.insert("grace".to_string(), format!("{grace:?}"));
+                (Code::Unavailable, "SHUTTING_DOWN")
+            }
             ServiceError::Store {
                 dataset,
                 subject,
@@ -194,6 +248,7 @@ impl From<ServiceError> for Status {
         };
         // The caller's mistakes are routine; storage and data faults are the operator's concern.
         let operator_concern = matches!(code, Code::DataLoss | Code::Unavailable | Code::Internal)
+            && reason != "SHUTTING_DOWN"
             || reason == "STORAGE_ACCESS_DENIED";
         if operator_concern {
             tracing::warn!(?code, reason, "{message}");

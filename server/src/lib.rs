@@ -21,6 +21,8 @@
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
+//! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
+//!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
 //! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
 //! - [`config`]: the command line and environment of `activations-server`.
 //!
@@ -31,10 +33,12 @@
 //!   endpoint.
 
 pub mod bulk;
+mod call_body;
 pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod layout;
+pub mod limits;
 pub mod location;
 pub mod metrics;
 pub mod neuron;
@@ -44,6 +48,7 @@ pub mod security;
 pub mod server;
 pub mod service;
 pub mod shape;
+pub mod shutdown;
 pub mod splits;
 pub mod store;
 pub mod telemetry;

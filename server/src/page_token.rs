@@ -6,9 +6,9 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-/// Page size when the request gives 0.
+/// Page size when the request gives 0 (or the maximum, if smaller).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
-/// Larger requested page sizes are lowered to this.
+/// The default maximum page size (`--max-page-size`): larger requested sizes are lowered to it.
 pub const MAX_PAGE_SIZE: usize = 10_000;
 
 /// Where the next page of one layer's listing starts.
@@ -58,13 +58,15 @@ impl PageToken {
     }
 }
 
-/// The effective page size for a request's `page_size` (AIP-158: 0 means the default, larger
-/// than the maximum is lowered to it, negative is an error).
-pub fn page_size(requested: i32) -> Result<usize, String> {
+/// The effective page size for a request's `page_size` under the server's maximum `max`
+/// (AIP-158: 0 means the default, larger than the maximum is lowered to it, negative is an
+/// error).
+pub fn page_size(requested: i32, max: usize) -> Result<usize, String> {
+    let max = max.max(1);
     match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
+        0 => Ok(DEFAULT_PAGE_SIZE.min(max)),
         n if n < 0 => Err(format!("must not be negative, got {n}")),
-        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+        n => Ok((n as usize).min(max)),
     }
 }
 
@@ -104,9 +106,13 @@ mod tests {
 
     #[test]
     fn page_size_follows_aip_158() {
-        assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
-        assert_eq!(page_size(7), Ok(7));
-        assert_eq!(page_size(i32::MAX), Ok(MAX_PAGE_SIZE));
-        assert!(page_size(-1).is_err());
+        assert_eq!(page_size(0, MAX_PAGE_SIZE), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(7, MAX_PAGE_SIZE), Ok(7));
+        assert_eq!(page_size(i32::MAX, MAX_PAGE_SIZE), Ok(MAX_PAGE_SIZE));
+        assert!(page_size(-1, MAX_PAGE_SIZE).is_err());
+        // A server configured with a smaller maximum lowers the default too.
+        assert_eq!(page_size(0, 50), Ok(50));
+        assert_eq!(page_size(60, 50), Ok(50));
+        assert_eq!(page_size(5, 0), Ok(1));
     }
 }

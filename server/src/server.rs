@@ -1,7 +1,7 @@
 //! Serving: the activation service plus health, reflection and compression on one listener,
 //! behind TLS and bearer-token authentication when they are configured.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use activations_proto::wire::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
@@ -9,10 +9,37 @@ use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
 use crate::{
     dataset::Datasets,
+    limits::{Limits, LimitsLayer},
     security::{AuthLayer, Security},
     service::ActivationsService,
+    shutdown::Drain,
     telemetry::ObserveLayer,
 };
+
+/// Settings of the server around the service: limits of calls, and the shutdown grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub limits: Limits,
+    /// How long running calls may go on once shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerSettings {
+    pub const DEFAULT: ServerSettings = ServerSettings {
+        limits: Limits::DEFAULT,
+        shutdown_grace: crate::shutdown::DEFAULT_GRACE,
+    };
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings::DEFAULT
+    }
+}
+
+/// How long closing the connections may take once every call has ended: a client that stopped
+/// reading a stream holds its connection open, and must not hold the process.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,23 +73,69 @@ pub async fn run_service(
     service: ActivationsService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    run_secured(listener, service, Security::default(), shutdown).await
+    serve(
+        listener,
+        service,
+        ServerSettings::DEFAULT,
+        Security::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_service`] with chosen limits and shutdown grace period.
+pub async fn run_service_with(
+    listener: TcpListener,
+    service: ActivationsService,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve(listener, service, settings, Security::default(), shutdown).await
 }
 
 /// [`run_service`] with TLS and token authentication as `security` sets them.
-///
-/// With TLS, each accepted connection's handshake runs in its own task, bounded by
-/// [`TLS_HANDSHAKE_TIMEOUT`](crate::security::tls::TLS_HANDSHAKE_TIMEOUT), so a slow or
-/// plain-text peer never holds up the accept loop; a failed handshake closes that connection
-/// only. With tokens, every call but health checks (and reflection, unless closed too) needs
-/// `authorization: Bearer <token>`, else it is answered `UNAUTHENTICATED` before reaching a
-/// service.
 pub async fn run_secured(
     listener: TcpListener,
     service: ActivationsService,
     security: Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve(
+        listener,
+        service,
+        ServerSettings::DEFAULT,
+        security,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `service` with every setting: limits and shutdown grace, TLS and tokens.
+///
+/// Every call passes, outermost first: its span, log line and metrics; the drain, which refuses
+/// new calls once shutdown starts; the token check; the limits (load shedding, deadlines,
+/// request size). Health checks are exempt from all but the first.
+///
+/// With TLS, each accepted connection's handshake runs in its own task, bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`](crate::security::tls::TLS_HANDSHAKE_TIMEOUT), so a slow or
+/// plain-text peer never holds up the accept loop; a failed handshake closes that connection
+/// only. With tokens, every call but health checks (and reflection, unless closed too) needs
+/// `authorization: Bearer <token>`, else it is answered `UNAUTHENTICATED`.
+///
+/// When `shutdown` completes the server drains (see [`crate::shutdown`]): health turns
+/// `NOT_SERVING`, new calls are refused with `UNAVAILABLE`, running calls get
+/// `settings.shutdown_grace` to finish and are then ended with `UNAVAILABLE`; then the
+/// listener and the connections close and this returns.
+pub async fn serve(
+    listener: TcpListener,
+    service: ActivationsService,
+    settings: ServerSettings,
+    security: Security,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let limits = settings.limits;
+    let service = service.with_max_page_size(limits.max_page_size);
+    let drain = Drain::new(settings.shutdown_grace);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ActivationServiceServer<ActivationsService>>()
@@ -90,24 +163,51 @@ pub async fn run_secured(
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
-        // A neuron record is ~200 KB as protobuf; leave room for unusually large ones.
-        .max_encoding_message_size(64 * 1024 * 1024);
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(limits.max_response_bytes);
 
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (close, closed) = tokio::sync::oneshot::channel::<()>();
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &security.tls {
         server = server.tls_config(tls.server_config())?;
     }
-    server
+    let serve = server
         // Outermost, so calls refused by the layers below are logged and counted too.
         .layer(observe)
+        // Draining refuses a call before it takes one of the limited slots.
+        .layer(drain.layer())
         .layer(AuthLayer::new(security.auth))
+        .layer(LimitsLayer::new(limits))
         .add_service(activations)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = closed.await;
+        });
+    let sequence = async {
+        shutdown.await;
+        health
+            .set_not_serving::<ActivationServiceServer<ActivationsService>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        drain.drain().await;
+        let _ = close.send(());
+    };
+    let mut serve = std::pin::pin!(serve);
+    tokio::select! {
+        served = &mut serve => return Ok(served?),
+        () = sequence => {}
+    }
+    match tokio::time::timeout(CLOSE_TIMEOUT, serve).await {
+        Ok(served) => served?,
+        Err(_) => tracing::warn!(
+            "connections still open {CLOSE_TIMEOUT:?} after every call ended: closing them"
+        ),
+    }
     Ok(())
 }

@@ -25,6 +25,7 @@ pub struct ActivationsService {
     datasets: Datasets,
     bulk: BulkSettings,
     metrics: Option<Metrics>,
+    max_page_size: usize,
 }
 
 impl ActivationsService {
@@ -33,6 +34,7 @@ impl ActivationsService {
             datasets,
             bulk: BulkSettings::DEFAULT,
             metrics: None,
+            max_page_size: page_token::MAX_PAGE_SIZE,
         }
     }
 
@@ -46,6 +48,12 @@ impl ActivationsService {
     /// The metrics this service records into, if any.
     pub fn metrics(&self) -> Option<&Metrics> {
         self.metrics.as_ref()
+    }
+
+    /// Sets the largest `ListNeurons` page (at least 1).
+    pub fn with_max_page_size(mut self, max_page_size: usize) -> Self {
+        self.max_page_size = max_page_size.max(1);
+        self
     }
 
     /// Sets the limits of `StreamNeuronSplits`.
@@ -250,7 +258,7 @@ impl ActivationService for ActivationsService {
         telemetry::record_dataset(self.dataset_name(&request.dataset));
         let dataset = self.datasets.get(&request.dataset)?;
         let layer = request.layer_index;
-        let page_size = page_token::page_size(request.page_size)
+        let page_size = page_token::page_size(request.page_size, self.max_page_size)
             .map_err(|e| ServiceError::invalid("page_size", e))?;
         let after = match request.page_token.as_str() {
             "" => None,

@@ -147,6 +147,10 @@ pub enum Fault {
     Corrupt,
     /// Closes the connection without responding.
     Reset,
+    /// Sends the normal status and headers, then the body in 64 pieces with this pause before
+    /// each: a slow read. A body dropped before its end (the client went away) is counted by
+    /// [`FaultyHttpServer::abandoned`]. A `HEAD` is served normally.
+    Drip(Duration),
 }
 
 /// An HTTP/1.1 server in this process, on `127.0.0.1` on a free port, serving an in-memory map of
@@ -169,6 +173,7 @@ struct State {
     queued: HashMap<String, VecDeque<Fault>>,
     always: HashMap<String, Fault>,
     requests: HashMap<String, usize>,
+    abandoned: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +271,16 @@ impl FaultyHttpServer {
     pub fn requests(&self, path: &str) -> usize {
         self.lock()
             .requests
+            .get(&normalize(path))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many dripping bodies of `path` ([`Fault::Drip`]) the server stopped sending because
+    /// the client closed the connection before their end.
+    pub fn abandoned(&self, path: &str) -> usize {
+        self.lock()
+            .abandoned
             .get(&normalize(path))
             .copied()
             .unwrap_or(0)
@@ -382,6 +397,18 @@ async fn handle(
             *served.body_mut() = truncated(body.slice(..n));
             return Ok(served);
         }
+        Some(Fault::Drip(pause)) => {
+            *served.body_mut() = dripping(
+                body,
+                pause,
+                Abandoned {
+                    state,
+                    path,
+                    sent: false,
+                },
+            );
+            return Ok(served);
+        }
         _ => {}
     }
     *served.body_mut() = full(body);
@@ -485,6 +512,46 @@ fn parse_range(header: &str, len: usize) -> Option<Option<(usize, usize)>> {
     }
     let end = last.map_or(len, |last| (last + 1).min(len));
     Some(Some((first, end)))
+}
+
+/// Counts a dripping body of `path` as abandoned when dropped before its end.
+struct Abandoned {
+    state: Arc<Mutex<State>>,
+    path: String,
+    sent: bool,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        if let Ok(mut state) = self.state.lock() {
+            *state.abandoned.entry(self.path.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// `data` in 64 pieces, each after `pause`; `abandoned` is defused once the last is sent.
+fn dripping(data: Bytes, pause: Duration, abandoned: Abandoned) -> Body {
+    let piece = data.len().div_ceil(64).max(1);
+    let pieces: Vec<Bytes> = (0..data.len())
+        .step_by(piece)
+        .map(|start| data.slice(start..(start + piece).min(data.len())))
+        .collect();
+    let count = pieces.len();
+    let mut abandoned = Some(abandoned);
+    let stream = futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
+        let done = (i + 1 == count).then(|| abandoned.take()).flatten();
+        async move {
+            tokio::time::sleep(pause).await;
+            if let Some(mut done) = done {
+                done.sent = true;
+            }
+            Ok::<_, BoxError>(Frame::data(piece))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(stream))
 }
 
 /// A body that sends `prefix`, then fails: hyper then closes the connection mid-body. The pause

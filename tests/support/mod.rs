@@ -16,8 +16,12 @@ use std::{net::SocketAddr, path::Path};
 
 use activations_client::ActivationsClient;
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, layout::LayoutChoice, security::Security,
-    server::ServeError, service::ActivationsService,
+    DatasetSpec, Datasets,
+    dataset::OpenOptions,
+    layout::LayoutChoice,
+    security::Security,
+    server::{ServeError, ServerSettings},
+    service::ActivationsService,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -79,18 +83,36 @@ pub async fn start_server(datasets: Datasets) -> TestServer {
 
 /// Serves a service with chosen settings on `127.0.0.1:0`.
 pub async fn start_service(service: ActivationsService) -> TestServer {
-    start_secured(service, Security::default()).await
+    start_serving(service, ServerSettings::DEFAULT, Security::default()).await
 }
 
 /// Serves a service on `127.0.0.1:0` with TLS and token authentication as `security` sets
 /// them.
 pub async fn start_secured(service: ActivationsService, security: Security) -> TestServer {
+    start_serving(service, ServerSettings::DEFAULT, security).await
+}
+
+/// Serves a service with chosen settings, limits and shutdown grace on `127.0.0.1:0`.
+pub async fn start_service_with(
+    service: ActivationsService,
+    settings: ServerSettings,
+) -> TestServer {
+    start_serving(service, settings, Security::default()).await
+}
+
+/// Serves a service on `127.0.0.1:0` with every server setting.
+pub async fn start_serving(
+    service: ActivationsService,
+    settings: ServerSettings,
+    security: Security,
+) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(activations_server::server::run_secured(
+    let task = tokio::spawn(activations_server::server::serve(
         listener,
         service,
+        settings,
         security,
         async {
             let _ = rx.await;

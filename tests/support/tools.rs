@@ -34,3 +34,28 @@ pub fn grpcurl() -> PathBuf {
 pub fn python() -> PathBuf {
     tool("ACTIVATIONS_PYTHON", "python")
 }
+
+/// The `activations-server` binary of this build (`ACTIVATIONS_SERVER_BIN` overrides it): next to
+/// the test executable's `deps/` directory, where `cargo test --workspace` builds it (the server
+/// crate's own tests need it). Run alone, build it first: `cargo build -p activations-server`.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("ACTIVATIONS_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let binary = profile_dir.join(format!(
+        "activations-server{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        binary.exists(),
+        "{} is not built: run `cargo build -p activations-server` (or the whole workspace's \
+         tests), or set ACTIVATIONS_SERVER_BIN",
+        binary.display()
+    );
+    binary
+}

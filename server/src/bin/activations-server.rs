@@ -54,7 +54,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(metrics) = metrics {
         service = service.with_metrics(metrics);
     }
-    server::run_secured(listener, service, security, shutdown_signal()).await?;
+    server::serve(
+        listener,
+        service,
+        config.server_settings(),
+        security,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -74,5 +81,5 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-    tracing::info!("shutting down: finishing in-flight calls");
+    tracing::info!("shutting down: draining in-flight calls");
 }

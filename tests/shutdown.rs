@@ -1,0 +1,244 @@
+//! The draining shutdown of the real `activations-server` binary: on SIGTERM health turns
+//! NOT_SERVING, new calls are refused with UNAVAILABLE, running streams finish with every
+//! record, and the process exits 0; a stream longer than the grace period is ended with
+//! UNAVAILABLE and its last cursor resumes it on another server.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use activations_client::{ActivationsClient, Code, RetryPolicy, Selection, Split};
+use activations_e2e::{fixtures::REAL_NEURON, serve_dir, tools::server_binary};
+use futures::TryStreamExt;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// Neurons `0/0` .. `0/{NEURONS-1}`, each the real public file: a stream of a few seconds for
+/// a client that pauses after each neuron.
+const NEURONS: u32 = 300;
+
+fn write_dataset(dir: &Path) {
+    let layer = dir.join("0");
+    std::fs::create_dir_all(&layer).unwrap();
+    let first = layer.join("0.json");
+    std::fs::write(&first, REAL_NEURON).unwrap();
+    for neuron in 1..NEURONS {
+        let path = layer.join(format!("{neuron}.json"));
+        // Links, not copies: the same bytes, without 70 MB of writes.
+        if std::fs::hard_link(&first, &path).is_err() {
+            std::fs::write(&path, REAL_NEURON).unwrap();
+        }
+    }
+}
+
+/// `activations-server` running as a child process; killed if the test fails.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path, grace: &str) -> ServerProcess {
+        let mut child = Command::new(server_binary())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                grace,
+                "--dataset",
+            ])
+            .arg(format!("local={}", dir.display()))
+            .env_remove("ACTIVATIONS_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|line| line.contains("listening"))
+            .expect("the server logs its address");
+        let addr = listening
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("address="))
+            .unwrap_or_else(|| panic!("no address in {listening:?}"))
+            .to_string();
+        // Keep reading the log, so the server never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    fn terminate(&self) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}; its log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_until_not_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut health = HealthClient::new(channel);
+            let status = health
+                .check(HealthCheckRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .status();
+            if status == ServingStatus::NotServing {
+                return;
+            }
+            assert!(Instant::now() < deadline, "health still {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(url: &str) -> ActivationsClient {
+    ActivationsClient::builder()
+        .endpoint(url)
+        // Every failure shows as it happens: nothing resumes behind the test's back.
+        .retry(RetryPolicy::NONE)
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn selection() -> Selection {
+    Selection::Range {
+        layers: 0..1,
+        neurons: Some(0..NEURONS),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path());
+    let mut server = ServerProcess::start(dir.path(), "60s");
+    let client = connect(&server.url).await;
+    let mut stream = client.neuron_splits(selection(), &[Split::Valid], None);
+    let mut received = Vec::new();
+    while received.len() < 20 {
+        let neuron = stream.try_next().await.unwrap().unwrap();
+        received.push(neuron.neuron_id.neuron_index);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    server.terminate();
+    server.wait_until_not_serving().await;
+    let refused = connect(&server.url)
+        .await
+        .neuron_summary(activations_client::neuron_id(0, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(Code::Unavailable), "{refused}");
+    assert!(refused.to_string().contains("shutting down"), "{refused}");
+
+    // The running stream goes on to its end.
+    while let Some(neuron) = stream.try_next().await.unwrap() {
+        assert!(neuron.splits.is_ok(), "{:?}", neuron.splits);
+        received.push(neuron.neuron_id.neuron_index);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(received, (0..NEURONS).collect::<Vec<_>>());
+    let status = server.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_the_grace_period_ends_unavailable_and_resumes_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path());
+    let mut server = ServerProcess::start(dir.path(), "1s");
+    let other = serve_dir("local", dir.path()).await;
+
+    let client = connect(&server.url).await;
+    let mut stream = client.neuron_splits(selection(), &[Split::Valid], None);
+    let mut received = Vec::new();
+    let mut cursor = String::new();
+    let mut terminated = None;
+    let error = loop {
+        match stream.try_next().await {
+            Ok(Some(neuron)) => {
+                received.push(neuron.neuron_id.neuron_index);
+                cursor = neuron.cursor;
+                if received.len() == 20 {
+                    server.terminate();
+                    terminated = Some(Instant::now());
+                }
+                // 300 neurons at this pace take 6 s: longer than the grace period.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(None) => panic!("the stream finished within the grace period"),
+            Err(error) => break error,
+        }
+    };
+    let ended_after = terminated.expect("SIGTERM was sent").elapsed();
+    assert_eq!(error.code(), Some(Code::Unavailable), "{error}");
+    assert!(error.to_string().contains("grace period"), "{error}");
+    assert!(
+        ended_after >= Duration::from_millis(900) && ended_after < Duration::from_secs(5),
+        "ended {ended_after:?} after SIGTERM"
+    );
+    assert!(received.len() < NEURONS as usize, "{}", received.len());
+    let status = server.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+
+    // Another server continues from the last cursor: nothing lost, nothing repeated.
+    let elsewhere = connect(&other.url()).await;
+    let rest: Vec<u32> = elsewhere
+        .neuron_splits_from(selection(), &[Split::Valid], None, cursor)
+        .map_ok(|neuron| neuron.neuron_id.neuron_index)
+        .try_collect()
+        .await
+        .unwrap();
+    received.extend(rest);
+    assert_eq!(received, (0..NEURONS).collect::<Vec<_>>());
+    other.stop().await;
+}
