@@ -300,12 +300,12 @@ fn read_and_parse(paths: &[PathBuf], threads: usize) -> Result<Figures, BenchErr
                     let mut delivered = Delivered::default();
                     while let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let start = Instant::now();
-                        let record = read_neuron_file(path)?;
+                        let (file_bytes, record) = read_neuron_file(path)?;
                         latency_us.saturating_record(start.elapsed().as_micros() as u64);
                         delivered += Delivered {
                             neurons: 1,
                             records: record_count(&record),
-                            bytes: record.encoded_len() as u64,
+                            bytes: file_bytes,
                         };
                     }
                     let mut total = total.lock().expect("no worker panics holding it");
@@ -331,10 +331,12 @@ fn read_and_parse(paths: &[PathBuf], threads: usize) -> Result<Figures, BenchErr
 
 /// Reads one neuron file and parses it with the server's parser. The parser is called here
 /// and nowhere else in the benchmarks, so a rename of its entry point touches one line.
-fn read_neuron_file(path: &Path) -> Result<pb::NeuronRecord, BenchError> {
+/// Returns the file's size (the ceiling's MB/s are of JSON read) and the record.
+fn read_neuron_file(path: &Path) -> Result<(u64, pb::NeuronRecord), BenchError> {
     let bytes = fs::read(path)?;
-    neuron_json::parse_neuron_record(&bytes)
-        .map_err(|e| BenchError::Ceiling(format!("{}: {e}", path.display())))
+    let record = neuron_json::parse_neuron_record(&bytes)
+        .map_err(|e| BenchError::Ceiling(format!("{}: {e}", path.display())))?;
+    Ok((bytes.len() as u64, record))
 }
 
 fn record_count(record: &pb::NeuronRecord) -> u64 {
