@@ -1,0 +1,243 @@
+//! `activations-load`: runs the benchmark scenarios; see `--help` and `BENCHMARKS.md`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use activations_bench::{
+    chart,
+    datagen::{DatasetSpec, write_dataset},
+    launcher::Launcher,
+    report::{self, JsonReport, Targets},
+    scenarios::{Plan, run_all},
+};
+use activations_server::{
+    layout::Layout,
+    shape::{MANIFEST_FILE, Shape},
+};
+use clap::Parser;
+
+/// Measures the activation service (cold reads, warm calls against an echo ceiling, bulk
+/// streams, memory under a cache budget) and prints one markdown table.
+///
+/// By default each scenario starts its own release `activations-server` (found next to this
+/// binary) on the dataset in `--dataset-dir`, generated there first if it holds no
+/// `manifest.json`. With `--server URL` every scenario runs against that server instead.
+#[derive(Debug, Parser)]
+#[command(name = "activations-load", version)]
+struct Args {
+    /// A running server to measure instead of starting one per scenario.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Process id of the `--server`, to read its memory from /proc.
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// The `activations-server` binary to start; default: the one next to this executable.
+    #[arg(long, conflicts_with = "server")]
+    server_bin: Option<PathBuf>,
+    /// The dataset's files (the cold ceiling reads them too).
+    #[arg(long, default_value = "target/bench-data")]
+    dataset_dir: PathBuf,
+    /// Dataset name in requests; empty for the server's default.
+    #[arg(long, default_value = "")]
+    dataset: String,
+    /// Layers of a dataset generated because `--dataset-dir` has none.
+    #[arg(long, default_value_t = 4)]
+    layers: u32,
+    /// Neurons per layer of a generated dataset.
+    #[arg(long, default_value_t = 1024)]
+    neurons: u32,
+    /// Seed of a generated dataset.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `n_examples_per_split` of every request.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    n_examples: u32,
+    /// Distinct neurons the cold scenario reads.
+    #[arg(long, default_value_t = 1024)]
+    cold_neurons: usize,
+    /// Concurrent calls of the cold scenario.
+    #[arg(long, default_value_t = 16)]
+    cold_concurrency: usize,
+    /// Cache of the cold scenario's server (0: every call reads storage).
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    cold_cache_bytes: u64,
+    /// Threads of the in-process read-and-parse ceiling.
+    #[arg(long, default_value_t = 2)]
+    ceiling_threads: usize,
+    /// Neurons the warm calls cycle over (they must fit in --warm-cache-bytes).
+    #[arg(long, default_value_t = 64)]
+    hot_neurons: usize,
+    /// Warm calls per concurrency level (for the service and the echo ceiling each).
+    #[arg(long, default_value_t = 5000)]
+    warm_requests: usize,
+    /// Concurrency levels of the warm scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    warm_concurrency: Vec<usize>,
+    /// Cache of the warm scenario's server.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    warm_cache_bytes: u64,
+    /// Neurons of each bulk stream (and memory pass): the first ones of the dataset.
+    #[arg(long, default_value_t = 4096)]
+    bulk_neurons: usize,
+    /// Cache of the bulk scenario's servers.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    bulk_cache_bytes: u64,
+    /// Cache budget of the memory scenario's server.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    memory_cache_bytes: u64,
+    /// Bulk passes of the memory scenario.
+    #[arg(long, default_value_t = 3)]
+    memory_passes: usize,
+    /// Where to write table.md, latency.svg and results.json.
+    #[arg(long, default_value = "target/bench-report")]
+    report: PathBuf,
+    /// Print the results as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (layers, neurons) = dataset(&args)?;
+    let launcher = match (&args.server, &args.server_bin) {
+        (Some(url), _) => Launcher::External {
+            url: url.clone(),
+            pid: args.server_pid,
+        },
+        (None, Some(binary)) => Launcher::Process {
+            binary: binary.clone(),
+        },
+        (None, None) => Launcher::Process {
+            binary: std::env::current_exe()?.with_file_name("activations-server"),
+        },
+    };
+    let plan = Plan {
+        dataset_dir: args.dataset_dir.clone(),
+        dataset: args.dataset.clone(),
+        layers,
+        neurons,
+        n_examples: args.n_examples,
+        cold_neurons: args.cold_neurons,
+        cold_concurrency: args.cold_concurrency,
+        cold_cache_bytes: args.cold_cache_bytes,
+        ceiling_threads: args.ceiling_threads,
+        hot_neurons: args.hot_neurons,
+        warm_requests: args.warm_requests,
+        warm_concurrency: args.warm_concurrency.clone(),
+        warm_cache_bytes: args.warm_cache_bytes,
+        bulk_neurons: args.bulk_neurons,
+        bulk_cache_bytes: args.bulk_cache_bytes,
+        memory_cache_bytes: args.memory_cache_bytes,
+        memory_passes: args.memory_passes,
+    };
+    let results = run_all(&plan, &launcher).await?;
+
+    let machine = machine();
+    let table = report::markdown(&results, &machine);
+    let json = serde_json::to_string_pretty(&JsonReport {
+        machine: &machine,
+        results: &results,
+        targets: Targets::of(&results),
+    })?;
+    std::fs::create_dir_all(&args.report)?;
+    std::fs::write(args.report.join("table.md"), &table)?;
+    std::fs::write(args.report.join("results.json"), &json)?;
+    std::fs::write(
+        args.report.join("latency.svg"),
+        chart::latency_svg(&results.warm, &results.warm_ceiling),
+    )?;
+    eprintln!("report written to {}", args.report.display());
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// The dataset's shape, from its manifest; generates the dataset first if there is none.
+fn dataset(args: &Args) -> Result<(u32, u32), Box<dyn std::error::Error>> {
+    let manifest = args.dataset_dir.join(MANIFEST_FILE);
+    if !manifest.exists() {
+        eprintln!(
+            "generating {} x {} neurons into {}",
+            args.layers,
+            args.neurons,
+            args.dataset_dir.display()
+        );
+        let spec = DatasetSpec {
+            layers: args.layers,
+            neurons: args.neurons,
+            seed: args.seed,
+            layout: Layout::Flat,
+        };
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        write_dataset(&args.dataset_dir, &spec, threads)?;
+    }
+    let (shape, _) = Shape::from_manifest(&std::fs::read(&manifest)?)?;
+    let layers = shape.layers();
+    let neurons = layers
+        .first()
+        .and_then(|&layer| shape.neurons(layer))
+        .map_or(0, |neurons| neurons.len());
+    if layers != (0..layers.len() as u32).collect::<Vec<_>>()
+        || layers
+            .iter()
+            .any(|&l| shape.neurons(l).map(|n| n.len()) != Some(neurons))
+    {
+        return Err(format!(
+            "{}: the benchmarks need layers 0..L each with neurons 0..N",
+            manifest.display()
+        )
+        .into());
+    }
+    Ok((layers.len() as u32, neurons as u32))
+}
+
+/// `N cores, MODEL`, from the scheduler and /proc/cpuinfo.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!("{cores} cores, {model}")
+}
+
+/// A byte count with an optional K, M, G (decimal) or Ki, Mi, Gi (binary) suffix and B.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let unitless = text.trim().trim_end_matches(['B', 'b']);
+    let digits = unitless
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unitless.len());
+    let (number, unit) = unitless.split_at(digits);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{text:?}: expected a byte count such as 256MiB")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?}: expected a byte count such as 256MiB"))
+}

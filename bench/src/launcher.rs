@@ -1,0 +1,211 @@
+//! The server under test: a release `activations-server` process started per scenario (so
+//! every scenario gets a fresh cache of the size it needs, and its memory can be read), a server
+//! in this process (for tests), or one already running elsewhere.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use activations_server::{
+    DatasetSpec, Datasets, dataset::OpenOptions, server::ServeError, service::ActivationsService,
+    store::CacheConfig,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    process::{Child, Command},
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use crate::error::BenchError;
+
+/// Name of the benchmark dataset on the servers the launcher starts.
+pub const DATASET_NAME: &str = "bench";
+
+/// How a scenario gets its server.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// Runs this `activations-server` binary per scenario, on `127.0.0.1:0`.
+    Process { binary: PathBuf },
+    /// Serves from a task of this process per scenario (the tests; no memory figures).
+    InProcess,
+    /// Uses a running server for every scenario: its cache is whatever it was started with,
+    /// and its memory is read only if its process id is given.
+    External { url: String, pid: Option<u32> },
+}
+
+/// A server a scenario runs against; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// `http://HOST:PORT`
+    pub url: String,
+    /// Its process, when its memory can be read from `/proc`.
+    pub pid: Option<u32>,
+    /// Whether it was started for this scenario, with the requested cache budget.
+    pub fresh: bool,
+    _guard: Guard,
+}
+
+#[derive(Debug)]
+enum Guard {
+    /// `kill_on_drop` ends the process.
+    Process {
+        _child: Child,
+    },
+    Task {
+        _shutdown: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), ServeError>>,
+    },
+    None,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        match self {
+            Guard::Process { .. } | Guard::None => {}
+            Guard::Task { task, .. } => task.abort(),
+        }
+    }
+}
+
+impl Launcher {
+    /// Starts (or, for [`Launcher::External`], names) a server of the dataset in `dataset_dir`
+    /// whose cache holds `cache_bytes` of parsed neurons.
+    ///
+    /// # Errors
+    ///
+    /// The binary cannot be run, does not report its address within 60 s, or the dataset
+    /// cannot be opened.
+    pub async fn start(
+        &self,
+        dataset_dir: &Path,
+        cache_bytes: u64,
+    ) -> Result<RunningServer, BenchError> {
+        match self {
+            Launcher::Process { binary } => spawn(binary, dataset_dir, cache_bytes).await,
+            Launcher::InProcess => serve_here(dataset_dir, cache_bytes).await,
+            Launcher::External { url, pid } => Ok(RunningServer {
+                url: url.clone(),
+                pid: *pid,
+                fresh: false,
+                _guard: Guard::None,
+            }),
+        }
+    }
+}
+
+/// The `--dataset` value of the benchmark dataset.
+fn dataset_arg(dataset_dir: &Path) -> String {
+    format!("{DATASET_NAME}={}", dataset_dir.display())
+}
+
+async fn spawn(
+    binary: &Path,
+    dataset_dir: &Path,
+    cache_bytes: u64,
+) -> Result<RunningServer, BenchError> {
+    let mut child = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--log", "info", "--dataset"])
+        .arg(dataset_arg(dataset_dir))
+        .arg("--cache-bytes")
+        .arg(cache_bytes.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| BenchError::Spawn {
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    // The server logs `... listening address=127.0.0.1:PORT datasets=...` once it accepts.
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(address) = listening_address(&line) {
+                return Ok(Some(address));
+            }
+            eprintln!("server: {line}");
+        }
+        Ok::<_, std::io::Error>(None)
+    })
+    .await;
+    let address = match address {
+        Ok(Ok(Some(address))) => address,
+        Ok(Ok(None)) => return Err(BenchError::ServerStart("the server exited".to_string())),
+        Ok(Err(error)) => return Err(BenchError::ServerStart(error.to_string())),
+        Err(_) => {
+            return Err(BenchError::ServerStart(
+                "no `listening` line within 60 s".to_string(),
+            ));
+        }
+    };
+    // Keep draining the log, or the server would block on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(RunningServer {
+        url: format!("http://{address}"),
+        pid: child.id(),
+        fresh: true,
+        _guard: Guard::Process { _child: child },
+    })
+}
+
+/// The address of the server's `listening` log line.
+fn listening_address(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let (_, rest) = line.split_once("address=")?;
+    rest.split_whitespace().next().map(str::to_string)
+}
+
+async fn serve_here(dataset_dir: &Path, cache_bytes: u64) -> Result<RunningServer, BenchError> {
+    let spec: DatasetSpec = dataset_arg(dataset_dir)
+        .parse()
+        .map_err(BenchError::ServerStart)?;
+    let options = OpenOptions {
+        cache: CacheConfig {
+            max_bytes: cache_bytes,
+            ..CacheConfig::default()
+        },
+        ..OpenOptions::default()
+    };
+    let datasets = Datasets::open(&[spec], &options)
+        .await
+        .map_err(|e| BenchError::ServerStart(e.to_string()))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(activations_server::server::run_service(
+        listener,
+        ActivationsService::new(datasets),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(RunningServer {
+        url: format!("http://{address}"),
+        pid: None,
+        fresh: true,
+        _guard: Guard::Task {
+            _shutdown: shutdown,
+            task,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_is_read_from_the_listening_line() {
+        let line = "2025-01-01T00:00:00.000000Z  INFO listening address=127.0.0.1:43123 datasets=bench=/d (flat)";
+        assert_eq!(listening_address(line).as_deref(), Some("127.0.0.1:43123"));
+        assert_eq!(listening_address("INFO stopped"), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! Benchmarks of the neuron activation service: realistic data, a load generator, and the
+//! ceilings its figures are compared with. See `BENCHMARKS.md` for how to run them.
+//!
+//! # Layout
+//!
+//! - [`datagen`]: realistic datasets of any size, shaped like the public GPT-2 XL files and
+//!   written by the server's own writer (`activations-datagen`).
+//! - [`launcher`]: the server under test, a release binary started per scenario, a task of this
+//!   process, or a server already running; [`process_memory`] reads its resident memory.
+//! - [`load`]: the closed-loop driver: N concurrent callers, a latency histogram.
+//! - [`echo`]: the warm ceiling, a gRPC server replaying pre-encoded responses.
+//! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address.
+//! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
+//! - [`error`]: why a run stopped.
+//!
+//! `src/bin/` holds the two thin binaries, `activations-datagen` and `activations-load`.
+
+pub mod chart;
+pub mod datagen;
+pub mod echo;
+pub mod error;
+pub mod launcher;
+pub mod load;
+pub mod process_memory;
+pub mod report;
+pub mod scenarios;

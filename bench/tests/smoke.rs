@@ -1,0 +1,94 @@
+//! Every scenario of `activations-load`, tiny, against servers in this process: the table has
+//! each row with a positive throughput and the chart is drawn.
+
+use activations_bench::{
+    chart,
+    datagen::{DatasetSpec, write_dataset},
+    launcher::Launcher,
+    report,
+    scenarios::{Plan, run_all},
+};
+use activations_server::layout::Layout;
+
+fn tiny_plan(dataset_dir: std::path::PathBuf) -> Plan {
+    Plan {
+        dataset_dir,
+        dataset: String::new(),
+        layers: 2,
+        neurons: 8,
+        n_examples: 5,
+        cold_neurons: 16,
+        cold_concurrency: 4,
+        cold_cache_bytes: 0,
+        ceiling_threads: 2,
+        hot_neurons: 4,
+        warm_requests: 20,
+        warm_concurrency: vec![1, 4, 16],
+        warm_cache_bytes: 64 << 20,
+        bulk_neurons: 16,
+        bulk_cache_bytes: 64 << 20,
+        memory_cache_bytes: 2 << 20,
+        memory_passes: 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_reports_a_positive_throughput_and_the_chart_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = DatasetSpec {
+        layers: 2,
+        neurons: 8,
+        seed: 1,
+        layout: Layout::Flat,
+    };
+    write_dataset(dir.path(), &spec, 2).unwrap();
+    let plan = tiny_plan(dir.path().to_path_buf());
+
+    let results = run_all(&plan, &Launcher::InProcess).await.unwrap();
+    let table = report::markdown(&results, "test machine");
+
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    for scenario in [
+        "cold: ",
+        "cold ceiling: ",
+        "warm: ",
+        "warm ceiling: ",
+        "bulk: range, 4 splits, uncompressed",
+        "bulk: range, 4 splits, zstd",
+        "memory: pass 1",
+        "memory: pass 2",
+        "memory: peak",
+    ] {
+        assert!(
+            rows.iter()
+                .any(|row| row.starts_with(&format!("| {scenario}"))),
+            "no {scenario:?} row in\n{table}"
+        );
+    }
+    // Every throughput cell (4th column) of a measured row is a positive number.
+    for row in rows.iter().skip(2).filter(|row| !row.contains("peak")) {
+        let throughput = row.split('|').nth(4).unwrap().trim();
+        let value: f64 = throughput
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{row}");
+    }
+    assert_eq!(results.warm.len(), 3);
+    assert_eq!(results.cold.neurons, 16);
+    assert!(results.bulk.iter().all(|run| run.figures.neurons == 16));
+    assert!(
+        results
+            .bulk
+            .iter()
+            .all(|run| run.figures.records == 16 * 35)
+    );
+    assert!(table.contains("cold vs in-process read+parse ceiling:"));
+    assert!(table.contains("warm req/s vs echo ceiling at c=16:"));
+
+    let svg = chart::latency_svg(&results.warm, &results.warm_ceiling);
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(svg.matches("<polyline").count(), 6);
+}
