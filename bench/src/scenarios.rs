@@ -23,6 +23,7 @@ use std::{
 use activations_client::{
     ActivationsClient, Compression, NeuronId, NeuronSplitsStream, Selection, Split, neuron_id, pb,
 };
+use activations_proto::wire;
 use activations_server::{layout::Layout, neuron_json};
 use futures::TryStreamExt;
 use prost::Message;
@@ -329,17 +330,18 @@ fn read_and_parse(paths: &[PathBuf], threads: usize) -> Result<Figures, BenchErr
     }))
 }
 
-/// Reads one neuron file and parses it with the server's parser. The parser is called here
-/// and nowhere else in the benchmarks, so a rename of its entry point touches one line.
-/// Returns the file's size (the ceiling's MB/s are of JSON read) and the record.
-fn read_neuron_file(path: &Path) -> Result<(u64, pb::NeuronRecord), BenchError> {
+/// Reads one neuron file and parses it with the server's parser, into the form its cache
+/// keeps (records encoded). The parser is called here and nowhere else in the benchmarks, so a
+/// rename of its entry point touches one line. Returns the file's size (the ceiling's MB/s are
+/// of JSON read) and the record.
+fn read_neuron_file(path: &Path) -> Result<(u64, wire::NeuronRecord), BenchError> {
     let bytes = fs::read(path)?;
-    let record = neuron_json::parse_neuron_record(&bytes)
+    let record = neuron_json::parse_neuron(&bytes)
         .map_err(|e| BenchError::Ceiling(format!("{}: {e}", path.display())))?;
     Ok((bytes.len() as u64, record))
 }
 
-fn record_count(record: &pb::NeuronRecord) -> u64 {
+fn record_count(record: &wire::NeuronRecord) -> u64 {
     let quantiles = record
         .random_sample_by_quantile
         .iter()

@@ -15,8 +15,9 @@ const FIXTURE: &[u8] = include_bytes!("../../../data/gpt2-xl-sample/collated-act
 /// Not `parse`, the group of the server's own bench, so the two never share criterion's history.
 const GROUP: &str = "parsers";
 /// Bench names, as the table lists them.
-const PARSERS: [&str; 5] = [
+const PARSERS: [&str; 6] = [
     "service",
+    "service_typed",
     "serde_json_typed",
     "serde_json_ignored_any",
     "sonic_rs_typed",
@@ -30,15 +31,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| parsers::service(black_box(FIXTURE)))
     });
     group.bench_function(PARSERS[1], |b| {
-        b.iter(|| parsers::serde_json_typed(black_box(FIXTURE)))
+        b.iter(|| parsers::service_typed(black_box(FIXTURE)))
     });
     group.bench_function(PARSERS[2], |b| {
-        b.iter(|| parsers::serde_json_ignored_any(black_box(FIXTURE)))
+        b.iter(|| parsers::serde_json_typed(black_box(FIXTURE)))
     });
     group.bench_function(PARSERS[3], |b| {
-        b.iter(|| parsers::sonic_rs_typed(black_box(FIXTURE)))
+        b.iter(|| parsers::serde_json_ignored_any(black_box(FIXTURE)))
     });
     group.bench_function(PARSERS[4], |b| {
+        b.iter(|| parsers::sonic_rs_typed(black_box(FIXTURE)))
+    });
+    group.bench_function(PARSERS[5], |b| {
         b.iter_batched_ref(
             || FIXTURE.to_vec(),
             |bytes| parsers::simd_json_typed(black_box(bytes)),

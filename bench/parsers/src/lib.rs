@@ -9,7 +9,7 @@
 //! and `simd-json` reject them (see the tests), so on a file that holds one only the service's
 //! parser works; the benchmark's fixture holds none.
 
-use activations_proto::pb;
+use activations_proto::{pb, wire};
 use serde::{Deserialize, de::IgnoredAny};
 
 /// One neuron file, typed as `neuron_explainer.activations.activations.NeuronRecord`.
@@ -42,8 +42,15 @@ pub struct ActivationRecord {
     pub activations: Vec<f32>,
 }
 
-/// The service's own parser (`NaN` literals and all), into the messages it serves.
-pub fn service(bytes: &[u8]) -> pb::NeuronRecord {
+/// The service's own parser (`NaN` literals and all), into the form it serves and caches:
+/// each record's protobuf encoding, in one buffer per neuron.
+pub fn service(bytes: &[u8]) -> wire::NeuronRecord {
+    activations_server::neuron_json::parse_neuron(bytes).expect("the service parses it")
+}
+
+/// The service's parser, then decoded into typed messages (a `String` per token, as the
+/// structs of the other parsers hold them).
+pub fn service_typed(bytes: &[u8]) -> pb::NeuronRecord {
     activations_server::neuron_json::parse_neuron_record(bytes).expect("the service parses it")
 }
 
@@ -110,7 +117,7 @@ mod tests {
 
     #[test]
     fn every_parser_reads_the_same_values() {
-        let expected = typed(&service(FIXTURE));
+        let expected = typed(&service_typed(FIXTURE));
         assert_eq!(expected.most_positive_activation_records.len(), 50);
         assert_eq!(serde_json_typed(FIXTURE), expected);
         assert_eq!(sonic_rs_typed(FIXTURE), expected);

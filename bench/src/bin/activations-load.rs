@@ -95,6 +95,11 @@ struct Args {
     json: bool,
 }
 
+/// The same allocator as the server's (mimalloc), so the client side of a benchmark costs what
+/// a well-built client costs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Args::parse()).await {

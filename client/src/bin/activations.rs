@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use activations_client::cli::{self, Cli, RunError};
 use clap::Parser;
 
+/// mimalloc: decoding responses allocates a string per token, which glibc's malloc makes
+/// about a third dearer (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
