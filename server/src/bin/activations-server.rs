@@ -7,19 +7,33 @@ use activations_server::{
 use clap::Parser;
 use tokio::net::TcpListener;
 
-/// mimalloc instead of glibc's malloc. With glibc, memory freed by one thread stays in that
-/// thread's arena, so a server whose cache turns over while parses run on several threads
-/// grows far beyond its cache budget; mimalloc gives freed pages back and keeps RSS near the
-/// budget. It also halves the cost of the many small allocations a gRPC call makes (see
-/// BENCHMARKS.md).
+/// mimalloc instead of glibc's malloc: it halves the cost of the many small allocations a gRPC
+/// call makes, and memory freed on one thread is reused by the others (glibc keeps it in the
+/// freeing thread's arena). Built without transparent huge pages (`no_thp`): with them, each
+/// partly used 2 MiB region stays resident, which kept the server ~250 MiB above its cache
+/// budget. See BENCHMARKS.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let config = Config::parse();
     telemetry::init_logging(&config.log, config.log_format);
-    match serve(config).await {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    // File reads and parses run on blocking threads. Tokio's default allows 512 of them, and a
+    // burst of cache misses grows the pool to dozens, each keeping allocator pages of its own
+    // (memory above the cache budget) for no more throughput than a few per core give.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4 * cores)
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
