@@ -11,16 +11,21 @@
 //! - [`echo`]: the warm ceiling, a gRPC server replaying pre-encoded responses.
 //! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address.
 //! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
+//! - [`soak`]: the soak: the release server behind a [`fault_http`] store that fails a share
+//!   of its requests, hundreds of checked callers, the server's process watched for leaks.
 //! - [`error`]: why a run stopped.
 //!
-//! `src/bin/` holds the two thin binaries, `activations-datagen` and `activations-load`.
+//! `src/bin/` holds the thin binaries, `activations-datagen`, `activations-load` and
+//! `activations-soak`.
 
 pub mod chart;
 pub mod datagen;
 pub mod echo;
 pub mod error;
+pub mod fault_http;
 pub mod launcher;
 pub mod load;
 pub mod process_memory;
 pub mod report;
 pub mod scenarios;
+pub mod soak;

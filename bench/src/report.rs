@@ -230,3 +230,18 @@ pub fn markdown(results: &Results, machine: &str) -> String {
     );
     out
 }
+
+/// `N cores, MODEL`, from the scheduler and /proc/cpuinfo.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!("{cores} cores, {model}")
+}

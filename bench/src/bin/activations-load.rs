@@ -146,7 +146,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let results = run_all(&plan, &launcher).await?;
 
-    let machine = machine();
+    let machine = report::machine();
     let table = report::markdown(&results, &machine);
     let json = serde_json::to_string_pretty(&JsonReport {
         machine: &machine,
@@ -206,21 +206,6 @@ fn dataset(args: &Args) -> Result<(u32, u32), Box<dyn std::error::Error>> {
         .into());
     }
     Ok((layers.len() as u32, neurons as u32))
-}
-
-/// `N cores, MODEL`, from the scheduler and /proc/cpuinfo.
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    format!("{cores} cores, {model}")
 }
 
 /// A byte count with an optional K, M, G (decimal) or Ki, Mi, Gi (binary) suffix and B.
