@@ -1,10 +1,11 @@
-//! [`ProstSliceCodec`]: tonic's prost codec, decoding each message from one contiguous slice.
+//! [`ProstSliceCodec`]: tonic's prost codec, decoding each message from its own bytes.
 //!
 //! `tonic_prost::ProstCodec` decodes through tonic's `DecodeBuf`, a length-limited view of the
 //! connection's `BytesMut` that every varint, float and string read advances one call at a time.
-//! A message always arrives whole in that buffer, so this codec decodes it from its bytes as a
-//! plain `&[u8]` instead, which prost reads without that indirection: on a split of 28 records
-//! the client spends about a third less (measured with callgrind). Encoding is prost's.
+//! A message always arrives whole in that buffer, so this codec splits it off (no copy) and
+//! decodes from that `Bytes`, which prost reads without the indirection: a warm run of 8,000
+//! split requests took 8.9 G instead of 12.5 G instructions, client and server together
+//! (callgrind). Encoding is prost's.
 
 use std::marker::PhantomData;
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use activations_proto::code_name;
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -379,29 +380,6 @@ fn describe_details(details: &ErrorDetails, message: &str) -> Vec<String> {
         });
     }
     parts
-}
-
-/// The canonical upper-case name of a gRPC code, as the gRPC docs and other tools spell it.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Displays an error followed by its causes, `outer: inner: innermost`, skipping a cause whose

@@ -28,7 +28,7 @@ use std::{
     time::Instant,
 };
 
-use activations_proto::wire;
+use activations_proto::{code_name, wire};
 use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -141,29 +141,6 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
             .and_then(|text| text.trim().parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32),
     )
-}
-
-/// The canonical name of a code, as gRPC documents and grpcurl prints it.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// The service and method of a gRPC path, `/package.Service/Method`.
