@@ -25,6 +25,7 @@
 //!   for those files `write_neuron_record(&parse_neuron_record(f)?) == f`, byte for byte.
 
 mod reader;
+mod scan;
 mod writer;
 
 #[cfg(test)]

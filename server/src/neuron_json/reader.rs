@@ -16,7 +16,7 @@ use activations_proto::{
 use bytes::Bytes;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
-use super::ParseError;
+use super::{ParseError, scan};
 
 /// How deeply the values of unknown keys may nest. Python's own limit is its recursion limit
 /// (about 1000); the cap keeps the recursive skipper from exhausting a thread's stack.
@@ -39,6 +39,7 @@ pub(super) fn parse(bytes: &[u8]) -> std::result::Result<wire::NeuronRecord, Par
             out: Vec::with_capacity(bytes.len() / 8 * 5 + 64),
             token_fields: Vec::new(),
             activations: Vec::new(),
+            unescaped: String::new(),
         };
         let skeleton = reader.document()?;
         Ok(skeleton.finish(reader.out))
@@ -215,10 +216,12 @@ fn fail<T>(offset: usize, message: impl Into<String>) -> Result<T> {
 
 /// Appends one `tokens` field (field 1, length-delimited) holding `token`.
 fn push_token(fields: &mut Vec<u8>, token: &[u8]) {
-    fields.push(0x0A);
     match u8::try_from(token.len()) {
-        Ok(len) if len < 0x80 => fields.push(len),
-        _ => encode_varint(token.len() as u64, fields),
+        Ok(len) if len < 0x80 => fields.extend_from_slice(&[0x0A, len]),
+        _ => {
+            fields.push(0x0A);
+            encode_varint(token.len() as u64, fields);
+        }
     }
     fields.extend_from_slice(token);
 }
@@ -266,6 +269,8 @@ struct Reader<'a> {
     token_fields: Vec<u8>,
     /// The activations of the record being read, reused from record to record.
     activations: Vec<f32>,
+    /// The decoded text of a token with escapes, reused from token to token.
+    unescaped: String,
 }
 
 impl<'a> Reader<'a> {
@@ -427,46 +432,55 @@ impl<'a> Reader<'a> {
     /// the input; with them it is decoded into a new string, unless `keep` is false (skipping),
     /// in which case escapes are checked and nothing is allocated.
     fn string_impl(&mut self, keep: bool) -> Result<Cow<'a, str>> {
-        let bytes = self.bytes;
         let quote = self.pos;
         let start = quote + 1;
         // Fast path: most strings hold no escape, so look for the first byte that needs care.
-        let special = bytes
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
-        let mut i = special.map_or(bytes.len(), |found| start + found);
-        if bytes.get(i) == Some(&b'"') {
-            let text = self.slice(start, i)?;
-            self.pos = i + 1;
+        let special = scan::string_special(self.bytes, start);
+        if self.bytes.get(special) == Some(&b'"') {
+            let text = self.slice(start, special)?;
+            self.pos = special + 1;
             return Ok(Cow::Borrowed(text));
         }
         let mut out = String::new();
-        let mut run_start = start;
+        self.unescape(quote, special, keep.then_some(&mut out))?;
+        Ok(Cow::Owned(out))
+    }
+
+    /// Reads the rest of the string opened at `quote` whose first byte needing care is at
+    /// `special` (not its closing quote), appending the decoded text to `out` if there is one
+    /// (with `None` escapes are only checked), and leaves the cursor after the closing quote.
+    fn unescape(
+        &mut self,
+        quote: usize,
+        special: usize,
+        mut out: Option<&mut String>,
+    ) -> Result<()> {
+        let bytes = self.bytes;
+        let mut run_start = quote + 1;
+        let mut i = special;
         loop {
             match bytes.get(i) {
                 None => return fail(quote, "unterminated string"),
                 Some(b'"') => {
                     let run = self.slice(run_start, i)?;
-                    if keep {
+                    if let Some(out) = out.as_deref_mut() {
                         out.push_str(run);
                     }
                     self.pos = i + 1;
-                    return Ok(Cow::Owned(out));
+                    return Ok(());
                 }
                 Some(b'\\') => {
                     let run = self.slice(run_start, i)?;
                     let (decoded, next) = self.escape(i, quote)?;
-                    if keep {
+                    if let Some(out) = out.as_deref_mut() {
                         out.push_str(run);
                         out.push(decoded);
                     }
-                    i = next;
                     run_start = next;
+                    i = scan::string_special(bytes, next);
                 }
                 // Python's json.loads (strict=True) rejects raw control characters in strings.
-                Some(&b) if b < 0x20 => {
+                Some(&b) => {
                     return fail(
                         i,
                         format!(
@@ -474,7 +488,6 @@ impl<'a> Reader<'a> {
                         ),
                     );
                 }
-                Some(_) => i += 1,
             }
         }
     }
@@ -909,8 +922,10 @@ impl<'a> Reader<'a> {
         if !self.activations.is_empty() {
             encode_key(2, WireType::LengthDelimited, out);
             encode_varint(4 * self.activations.len() as u64, out);
-            for activation in &self.activations {
-                out.extend_from_slice(&activation.to_le_bytes());
+            let packed = out.len();
+            out.resize(packed + 4 * self.activations.len(), 0);
+            for (slot, activation) in out[packed..].chunks_exact_mut(4).zip(&self.activations) {
+                slot.copy_from_slice(&activation.to_le_bytes());
             }
         }
         if !dfa_values.is_empty() {
@@ -947,7 +962,8 @@ impl<'a> Reader<'a> {
     }
 
     /// The loop of [`Reader::array`] specialised for tokens, the bulk of a file: a string
-    /// without escapes is copied straight from the input; anything else takes the general path.
+    /// without escapes is copied straight from the input, and the `", "` between two tokens
+    /// is taken in one step; anything else takes the general path.
     fn token_list(&mut self, fields: &mut Vec<u8>) -> Result<u32> {
         let bytes = self.bytes;
         self.list_start()?;
@@ -957,30 +973,42 @@ impl<'a> Reader<'a> {
         let mut count = 0u32;
         loop {
             self.skip_ws();
-            if self.peek() != Some(b'"') {
+            let quote = self.pos;
+            if bytes.get(quote) != Some(&b'"') {
                 return self.expected("a string").at_index(count as usize);
             }
-            let start = self.pos + 1;
-            let end = start
-                + bytes
-                    .get(start..)
-                    .unwrap_or_default()
-                    .iter()
-                    .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                    .unwrap_or(bytes.len() - start);
-            if bytes.get(end) == Some(&b'"') {
+            let special = scan::string_special(bytes, quote + 1);
+            if bytes.get(special) == Some(&b'"') {
                 // Between two ASCII quotes of valid UTF-8: a whole string.
-                push_token(fields, &bytes[start..end]);
-                self.pos = end + 1;
+                push_token(fields, &bytes[quote + 1..special]);
+                self.pos = special + 1;
             } else {
-                let token = self.string_impl(true).at_index(count as usize)?;
-                push_token(fields, token.as_bytes());
+                let mut text = std::mem::take(&mut self.unescaped);
+                text.clear();
+                let read = self.unescape(quote, special, Some(&mut text));
+                push_token(fields, text.as_bytes());
+                self.unescaped = text;
+                read.at_index(count as usize)?;
             }
             count = count.saturating_add(1);
+            if self.separator() {
+                continue;
+            }
             if self.list_next()? {
                 return Ok(count);
             }
         }
+    }
+
+    /// Consumes the `, ` that `json.dumps` puts between list elements, if that is what
+    /// follows; anything else is left to [`Reader::list_next`].
+    #[inline]
+    fn separator(&mut self) -> bool {
+        let found = self.bytes.get(self.pos..self.pos + 2) == Some(b", ");
+        if found {
+            self.pos += 2;
+        }
+        found
     }
 
     /// Reads the activations into `activations` and counts them. They are read as Python
@@ -995,7 +1023,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The loop of [`Reader::array`] specialised for activations: plain decimals are read in
-    /// one pass ([`Reader::plain_decimal`]); anything else takes the general path.
+    /// one pass ([`scan::plain_activation`]); anything else takes the general path.
     fn activation_list(&mut self, activations: &mut Vec<f32>) -> Result<()> {
         self.list_start()?;
         if self.list_end() {
@@ -1003,11 +1031,20 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.skip_ws();
-            let value = match self.plain_decimal() {
-                Some(value) => Some(value),
-                None => self.nullable_f64().at_index(activations.len())?,
+            let value = match scan::plain_activation(self.bytes, self.pos) {
+                Some((value, end)) => {
+                    self.pos = end;
+                    value
+                }
+                None => self
+                    .nullable_f64()
+                    .at_index(activations.len())?
+                    .map_or(f32::NAN, |value| value as f32),
             };
-            activations.push(value.map_or(f32::NAN, |value| value as f32));
+            activations.push(value);
+            if self.separator() {
+                continue;
+            }
             if self.list_next()? {
                 return Ok(());
             }
@@ -1050,55 +1087,6 @@ impl<'a> Reader<'a> {
             }
             _ => self.expected("',' or ']' after a list element"),
         }
-    }
-
-    /// Reads a plain decimal (`-?(0|[1-9][0-9]*)(\.[0-9]+)?`, at most 15 digits, no exponent):
-    /// the form of every activation in the public files. Its value is exact by Clinger's fast
-    /// path, as in [`Reader::number`]. Anything else (more digits, an exponent, a malformed
-    /// number, `NaN`, `null`) leaves the cursor where it was and answers `None`, for the
-    /// general path to read or report.
-    #[inline]
-    fn plain_decimal(&mut self) -> Option<f64> {
-        let bytes = self.bytes;
-        let mut i = self.pos;
-        let negative = bytes.get(i) == Some(&b'-');
-        if negative {
-            i += 1;
-        }
-        let integer_start = i;
-        let mut mantissa: u64 = 0;
-        while let Some(&digit @ b'0'..=b'9') = bytes.get(i) {
-            mantissa = mantissa
-                .wrapping_mul(10)
-                .wrapping_add(u64::from(digit - b'0'));
-            i += 1;
-        }
-        let integer_digits = i - integer_start;
-        if integer_digits == 0 || (integer_digits > 1 && bytes[integer_start] == b'0') {
-            return None;
-        }
-        let mut fraction_digits = 0;
-        if bytes.get(i) == Some(&b'.') {
-            i += 1;
-            let fraction_start = i;
-            while let Some(&digit @ b'0'..=b'9') = bytes.get(i) {
-                mantissa = mantissa
-                    .wrapping_mul(10)
-                    .wrapping_add(u64::from(digit - b'0'));
-                i += 1;
-            }
-            fraction_digits = i - fraction_start;
-            if fraction_digits == 0 {
-                return None;
-            }
-        }
-        if matches!(bytes.get(i), Some(b'e' | b'E')) || integer_digits + fraction_digits > 15 {
-            return None;
-        }
-        // `as` is exact: at most 15 digits is below 2^53, and 10^15 is exact too.
-        let magnitude = mantissa as f64 / POW10[fraction_digits];
-        self.pos = i;
-        Some(if negative { -magnitude } else { magnitude })
     }
 
     /// `dfa_values`: `null` (Python's default) or a list of integers.
