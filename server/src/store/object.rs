@@ -9,7 +9,9 @@ use std::{
 use activations_proto::wire;
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::{ListResult, ObjectStore, ObjectStoreExt, path::Path};
+use object_store::{
+    GetResult, GetResultPayload, ListResult, ObjectStore, ObjectStoreExt, path::Path,
+};
 use tokio::sync::Semaphore;
 
 use super::{NeuronStore, StoreError};
@@ -118,9 +120,26 @@ impl ObjectNeuronStore {
             })
     }
 
-    async fn read(&self, path: &Path) -> Result<bytes::Bytes, StoreError> {
-        self.bounded(path, async { self.store.get(path).await?.bytes().await })
-            .await
+    /// Reads the file at `path`. A local file (the store hands back an open file) is read and
+    /// parsed in one task on a blocking thread; anything else is collected here and parsed by
+    /// the caller.
+    async fn fetch(&self, path: &Path) -> Result<Fetched, StoreError> {
+        self.bounded(path, async {
+            let result = self.store.get(path).await?;
+            match result.payload {
+                GetResultPayload::File(file, local_path) => {
+                    read_and_parse(file, local_path, result.range).await
+                }
+                GetResultPayload::Stream(stream) => GetResult {
+                    payload: GetResultPayload::Stream(stream),
+                    ..result
+                }
+                .bytes()
+                .await
+                .map(Fetched::Bytes),
+            }
+        })
+        .await
     }
 
     /// Runs one storage call on `path`, failing it as unavailable past the read deadline.
@@ -147,6 +166,14 @@ impl ObjectNeuronStore {
     }
 }
 
+/// What a read brought back.
+enum Fetched {
+    /// The bytes of a file from a remote store, to be parsed.
+    Bytes(Bytes),
+    /// A local file, parsed by the thread that read it.
+    Parsed(Result<wire::NeuronRecord, neuron_json::ParseError>),
+}
+
 /// At most one parse per core at a time; see [`parse_off_workers`].
 static PARSERS: LazyLock<Semaphore> = LazyLock::new(|| {
     Semaphore::new(std::thread::available_parallelism().map_or(2, NonZeroUsize::get))
@@ -164,12 +191,48 @@ async fn parse_off_workers(
     tokio::task::spawn_blocking(move || neuron_json::parse_neuron(&bytes)).await
 }
 
+/// Reads `range` of a local file the store opened and parses it, on one blocking thread under
+/// the same limit as [`parse_off_workers`]: one thread hop for reading and parsing instead of
+/// one each. Reading into a buffer of the exact size, without zeroing it first.
+async fn read_and_parse(
+    file: std::fs::File,
+    local_path: std::path::PathBuf,
+    range: std::ops::Range<u64>,
+) -> object_store::Result<Fetched> {
+    let _permit = PARSERS.acquire().await.ok();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let io_error = |source: std::io::Error| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: format!("reading {}: {source}", local_path.display()).into(),
+        };
+        let expected = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+        let mut file = file;
+        file.seek(SeekFrom::Start(range.start)).map_err(io_error)?;
+        let mut bytes = Vec::with_capacity(expected);
+        file.take(range.end - range.start)
+            .read_to_end(&mut bytes)
+            .map_err(io_error)?;
+        if bytes.len() != expected {
+            return Err(io_error(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ended after {} of {expected} bytes", bytes.len()),
+            )));
+        }
+        Ok(Fetched::Parsed(neuron_json::parse_neuron(&bytes)))
+    })
+    .await?
+}
+
 #[async_trait]
 impl NeuronStore for ObjectNeuronStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let path = self.layout.neuron_path(&self.root, key);
-        let bytes = self.read(&path).await?;
-        match parse_off_workers(bytes).await {
+        let parsed = match self.fetch(&path).await? {
+            Fetched::Parsed(parsed) => Ok(parsed),
+            Fetched::Bytes(bytes) => parse_off_workers(bytes).await,
+        };
+        match parsed {
             Ok(Ok(record)) => Ok(Arc::new(record)),
             Ok(Err(source)) => Err(StoreError::Corrupt {
                 path: path.to_string(),
@@ -302,5 +365,46 @@ mod tests {
             source.offset <= 1000,
             "the position is inside the file: {source}"
         );
+    }
+
+    /// Local files take their own path (read and parsed on one blocking thread); it gives
+    /// what the store's byte stream gives.
+    #[tokio::test]
+    async fn local_files_read_like_any_other_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("0");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("0.json"), FIXTURE).unwrap();
+        std::fs::write(root.join("1.json"), &FIXTURE[..1000]).unwrap();
+        let local =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let local = ObjectNeuronStore::new(local, Path::default(), Layout::Flat);
+        let memory = store_with(&["0/0.json"]).await;
+        memory
+            .put(
+                &Path::from("0/1.json"),
+                PutPayload::from_static(&FIXTURE[..1000]),
+            )
+            .await
+            .unwrap();
+        let memory = ObjectNeuronStore::new(memory, Path::default(), Layout::Flat);
+
+        let from_disk = local.neuron(NeuronKey::new(0, 0)).await.unwrap();
+        let from_memory = memory.neuron(NeuronKey::new(0, 0)).await.unwrap();
+        assert_eq!(from_disk, from_memory);
+        assert_eq!(from_disk.random_sample.len(), 50);
+
+        let corrupt = |e: StoreError| match e {
+            StoreError::Corrupt { path, source } => (path, source),
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        assert_eq!(
+            corrupt(local.neuron(NeuronKey::new(0, 1)).await.unwrap_err()),
+            corrupt(memory.neuron(NeuronKey::new(0, 1)).await.unwrap_err())
+        );
+        assert!(matches!(
+            local.neuron(NeuronKey::new(0, 2)).await,
+            Err(StoreError::NotFound { path }) if path == "0/2.json"
+        ));
     }
 }
