@@ -226,6 +226,23 @@ fn push_token(fields: &mut Vec<u8>, token: &[u8]) {
     fields.extend_from_slice(token);
 }
 
+/// [`push_token`] for the token at `bytes[start..end]`. Most tokens are short: when 16 bytes
+/// are there to copy, copying a fixed 16 and dropping the excess is cheaper than a copy of
+/// variable length.
+#[inline]
+fn push_token_at(fields: &mut Vec<u8>, bytes: &[u8], start: usize, end: usize) {
+    let len = end - start;
+    match bytes.get(start..start + 16) {
+        Some(window) if len <= 16 => {
+            fields.extend_from_slice(&[0x0A, len as u8]);
+            let kept = fields.len() + len;
+            fields.extend_from_slice(window);
+            fields.truncate(kept);
+        }
+        _ => push_token(fields, &bytes[start..end]),
+    }
+}
+
 /// A `dataclass_name` value and where it was, checked once the object is complete because a
 /// later duplicate key would override it.
 type ClassName<'a> = Option<(Cow<'a, str>, usize)>;
@@ -980,7 +997,7 @@ impl<'a> Reader<'a> {
             let special = scan::string_special(bytes, quote + 1);
             if bytes.get(special) == Some(&b'"') {
                 // Between two ASCII quotes of valid UTF-8: a whole string.
-                push_token(fields, &bytes[quote + 1..special]);
+                push_token_at(fields, bytes, quote + 1, special);
                 self.pos = special + 1;
             } else {
                 let mut text = std::mem::take(&mut self.unescaped);

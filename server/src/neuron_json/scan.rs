@@ -137,7 +137,12 @@ const POW10_F32: [f32; 9] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
 pub(super) fn plain_activation(bytes: &[u8], at: usize) -> Option<(f32, usize)> {
     let negative = bytes.get(at) == Some(&b'-');
     let integer_start = at + usize::from(negative);
-    let (integer, integer_end) = digits(bytes, integer_start);
+    // Most activations are below 1 in magnitude: their integer part is a single `0`.
+    let (integer, integer_end) = if bytes.get(integer_start..integer_start + 2) == Some(b"0.") {
+        (0, integer_start + 1)
+    } else {
+        digits(bytes, integer_start)
+    };
     let integer_digits = integer_end - integer_start;
     if integer_digits == 0
         || integer_digits > 8

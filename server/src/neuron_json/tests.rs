@@ -335,6 +335,24 @@ fn short_and_empty_records_are_kept_as_they_are() {
     assert_eq!(lengths, [0, 1]);
 }
 
+/// Tokens are copied by a fixed-width window where the input allows it: every length around
+/// the window's size and the one-byte length limit, anywhere from the start of the input to
+/// its last bytes, comes out whole.
+#[test]
+fn tokens_of_every_length_are_copied_whole_wherever_they_are() {
+    let alphabet: String = ('a'..='z').cycle().take(300).collect();
+    for len in (0..40).chain(120..135).chain([255, 256, 300]) {
+        let token = &alphabet[..len];
+        let activations = vec!["0.5"; 3].join(", ");
+        // Last in the document, so the final token ends a few bytes before the input does.
+        let text = with_record(&format!(
+            r#""activations": [{activations}], "tokens": ["{token}", "x", "{token}"]"#
+        ));
+        let record = parse(&text);
+        assert_eq!(record.random_sample[0].tokens, [token, "x", token], "{len}");
+    }
+}
+
 #[test]
 fn dfa_fields_are_read_and_written_back() {
     let record = parse(&with_record(
