@@ -343,7 +343,7 @@ fn tokens_of_every_length_are_copied_whole_wherever_they_are() {
     let alphabet: String = ('a'..='z').cycle().take(300).collect();
     for len in (0..40).chain(120..135).chain([255, 256, 300]) {
         let token = &alphabet[..len];
-        let activations = vec!["0.5"; 3].join(", ");
+        let activations = ["0.5"; 3].join(", ");
         // Last in the document, so the final token ends a few bytes before the input does.
         let text = with_record(&format!(
             r#""activations": [{activations}], "tokens": ["{token}", "x", "{token}"]"#
