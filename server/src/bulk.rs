@@ -1,10 +1,11 @@
 //! `StreamNeuronSplits`: the requested splits of many neurons in one resumable stream.
 //!
 //! The selection becomes a lazy sequence of neurons; each is read and cut into its splits by a
-//! future, and at most [`BulkSettings::read_ahead`] of those futures run at once (`buffered`,
+//! task, and at most [`BulkSettings::read_ahead`] of those tasks run at once (`buffered`,
 //! which also keeps selection order). tonic polls the stream only when the connection can take
 //! more, so a slow client holds the server at `read_ahead` neurons in memory, not the
-//! selection. Dropping the stream (a cancelled call) drops the reads in flight.
+//! selection; the tasks keep reading while the connection sends. Dropping the stream (a
+//! cancelled call) aborts the reads in flight.
 //!
 //! A neuron whose records exceed [`BulkSettings::message_bytes`] is sent in several messages;
 //! only the last carries the cursor, so a resumed stream never starts inside a neuron.
@@ -16,6 +17,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use crate::{
     dataset::{Dataset, Datasets},
@@ -89,7 +91,21 @@ pub async fn stream(
             let job = job.clone();
             async move {
                 let (position, key) = item?;
-                job.neuron(position, key).await
+                // Each read runs as a task of its own, so the neurons ahead are read and
+                // parsed while the connection is busy sending, not only when it polls.
+                let name = job.dataset.name.clone();
+                let read =
+                    tokio::spawn(async move { job.neuron(position, key).await }.in_current_span());
+                AbortOnDrop(read).await.unwrap_or_else(|join| {
+                    Err(ServiceError::store(
+                        &name,
+                        Subject::Neuron(key),
+                        StoreError::Internal {
+                            path: String::new(),
+                            detail: format!("reading the neuron failed: {join}"),
+                        },
+                    ))
+                })
             }
         })
         .buffered(settings.read_ahead.max(1))
@@ -97,6 +113,27 @@ pub async fn stream(
         .try_flatten()
         .map_err(Status::from);
     Ok(Box::pin(stop_after_error(messages)))
+}
+
+/// A spawned task that is aborted when its handle is dropped: a cancelled stream stops the
+/// reads it had started.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 /// Ends a stream after its first error, so nothing follows a failure.
