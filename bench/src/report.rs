@@ -88,10 +88,13 @@ pub fn markdown(results: &Results, machine: &str) -> String {
     let plan = &results.plan;
     let _ = writeln!(
         out,
-        "Machine: {machine}. Dataset: {} layers x {} neurons; n_examples_per_split={}.{}\n",
+        "Machine: {machine}. Dataset: {} layers x {} neurons; n_examples_per_split={}. \
+         Each scenario and ceiling but memory ran {} times on fresh servers; rows are the \
+         median runs.{}\n",
         plan.layers,
         plan.neurons,
         plan.n_examples,
+        plan.repeat,
         if results.fresh_servers {
             ""
         } else {

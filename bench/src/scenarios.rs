@@ -71,6 +71,8 @@ pub struct Plan {
     pub memory_cache_bytes: u64,
     /// Bulk passes over `bulk_neurons` in the memory scenario.
     pub memory_passes: usize,
+    /// Runs of each scenario and ceiling except memory; the median run is reported.
+    pub repeat: usize,
 }
 
 impl Plan {
@@ -199,18 +201,47 @@ pub struct Results {
 ///
 /// The first failure: a server that does not start, a failed call, an unreadable file.
 pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchError> {
-    let (cold, fresh_servers) = cold(plan, launcher).await?;
-    log_figures("cold", &cold);
-    let cold_ceiling = cold_ceiling(plan).await?;
-    log_figures("cold ceiling", &cold_ceiling);
-    let warm = warm(plan, launcher).await?;
+    let runs = plan.repeat.max(1);
+    let (cold, fresh_servers) = median_run(
+        runs,
+        || async {
+            let run = cold(plan, launcher).await?;
+            log_figures("cold", &run.0);
+            Ok(run)
+        },
+        |(figures, _)| figures.neurons_per_second,
+    )
+    .await?;
+    let cold_ceiling = median_run(
+        runs,
+        || async {
+            let figures = cold_ceiling(plan).await?;
+            log_figures("cold ceiling", &figures);
+            Ok(figures)
+        },
+        |figures| figures.neurons_per_second,
+    )
+    .await?;
+    let mut warm_runs = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        warm_runs.push(warm(plan, launcher).await?);
+    }
+    let warm = WarmRuns::median(warm_runs);
     let mut bulk = Vec::new();
     for compression in [None, Some(Compression::Zstd)] {
-        let run = self::bulk(plan, launcher, compression).await?;
-        log_figures(
-            &format!("bulk {}", run.compression.unwrap_or("uncompressed")),
-            &run.figures,
-        );
+        let run = median_run(
+            runs,
+            || async {
+                let run = self::bulk(plan, launcher, compression).await?;
+                log_figures(
+                    &format!("bulk {}", run.compression.unwrap_or("uncompressed")),
+                    &run.figures,
+                );
+                Ok(run)
+            },
+            |run| run.figures.neurons_per_second,
+        )
+        .await?;
         bulk.push(run);
     }
     let memory = memory(plan, launcher).await?;
@@ -225,6 +256,31 @@ pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchE
         bulk,
         memory,
     })
+}
+
+/// Runs `run` `runs` times, one after the other, and keeps the run whose `rate` is the median.
+async fn median_run<T, F, Fut>(
+    runs: usize,
+    mut run: F,
+    rate: impl Fn(&T) -> f64,
+) -> Result<T, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BenchError>>,
+{
+    let mut results = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        results.push(run().await?);
+    }
+    results.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    Ok(results.swap_remove(results.len() / 2))
+}
+
+/// Of several runs' figures, the median by requests per second.
+fn median_figures(mut runs: Vec<Figures>) -> Option<Figures> {
+    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let middle = runs.len() / 2;
+    (!runs.is_empty()).then(|| runs.swap_remove(middle))
 }
 
 fn log_figures(name: &str, f: &Figures) {
@@ -357,6 +413,26 @@ struct WarmRuns {
     response_bytes: u64,
     service: Vec<Figures>,
     echo: Vec<Figures>,
+}
+
+impl WarmRuns {
+    /// The median of several runs, level by level, for the service and the echo apart.
+    fn median(runs: Vec<WarmRuns>) -> WarmRuns {
+        let response_bytes = runs.first().map_or(0, |run| run.response_bytes);
+        let levels = runs.iter().map(|run| run.service.len()).min().unwrap_or(0);
+        let level = |pick: fn(&WarmRuns) -> &Vec<Figures>, i: usize| {
+            median_figures(runs.iter().map(|run| pick(run)[i].clone()).collect())
+        };
+        WarmRuns {
+            response_bytes,
+            service: (0..levels)
+                .filter_map(|i| level(|run| &run.service, i))
+                .collect(),
+            echo: (0..levels)
+                .filter_map(|i| level(|run| &run.echo, i))
+                .collect(),
+        }
+    }
 }
 
 /// `StreamActivationRecords` of the valid split over a hot set held in the cache, against the
@@ -505,4 +581,33 @@ async fn count_neurons(stream: NeuronSplitsStream) -> activations_client::Result
             Ok(delivered)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_median_run_is_kept_whatever_the_order() {
+        let mut rates = vec![5.0, 1.0, 9.0, 3.0, 7.0].into_iter();
+        let kept = median_run(5, || std::future::ready(Ok(rates.next().unwrap())), |r| *r)
+            .await
+            .unwrap();
+        assert_eq!(kept, 5.0);
+        let mut calls = 0;
+        let failing = median_run(
+            3,
+            || {
+                calls += 1;
+                std::future::ready(if calls == 2 {
+                    Err(BenchError::Ceiling("the second run failed".into()))
+                } else {
+                    Ok(1.0)
+                })
+            },
+            |r: &f64| *r,
+        )
+        .await;
+        assert!(failing.is_err(), "a failed run fails the scenario");
+    }
 }

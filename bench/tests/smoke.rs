@@ -29,6 +29,7 @@ fn tiny_plan(dataset_dir: std::path::PathBuf) -> Plan {
         bulk_cache_bytes: 64 << 20,
         memory_cache_bytes: 2 << 20,
         memory_passes: 2,
+        repeat: 2,
     }
 }
 

@@ -52,7 +52,7 @@ struct Args {
     #[arg(short = 'n', long, default_value_t = 5)]
     n_examples: u32,
     /// Distinct neurons the cold scenario reads.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 4096)]
     cold_neurons: usize,
     /// Concurrent calls of the cold scenario.
     #[arg(long, default_value_t = 16)]
@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, default_value_t = 64)]
     hot_neurons: usize,
     /// Warm calls per concurrency level (for the service and the echo ceiling each).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 20000)]
     warm_requests: usize,
     /// Concurrency levels of the warm scenario.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
@@ -87,6 +87,10 @@ struct Args {
     /// Bulk passes of the memory scenario.
     #[arg(long, default_value_t = 3)]
     memory_passes: usize,
+    /// Runs of each scenario and ceiling (memory aside), each on a fresh server; the table
+    /// reports the median run by throughput (per concurrency level for warm calls).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Where to write table.md, latency.svg and results.json.
     #[arg(long, default_value = "target/bench-report")]
     report: PathBuf,
@@ -143,6 +147,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bulk_cache_bytes: args.bulk_cache_bytes,
         memory_cache_bytes: args.memory_cache_bytes,
         memory_passes: args.memory_passes,
+        repeat: args.repeat.max(1),
     };
     let results = run_all(&plan, &launcher).await?;
 
