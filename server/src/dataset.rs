@@ -207,6 +207,8 @@ impl Dataset {
         let mut object = ObjectNeuronStore::new(store, root, layout).with_location(&spec.uri);
         if remote {
             object = object.with_read_deadline(options.storage.read_deadline());
+        } else {
+            object = object.with_local_reads();
         }
         if !location.backend.can_list() {
             object = object.without_listing("a plain web server cannot list its files");

@@ -8,6 +8,7 @@
 mod cache;
 mod object;
 mod observed;
+mod readers;
 mod shaped;
 
 use std::sync::Arc;

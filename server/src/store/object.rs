@@ -1,24 +1,15 @@
 //! [`NeuronStore`] over an `object_store` backend.
 
-use std::{
-    num::NonZeroUsize,
-    sync::{Arc, LazyLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use activations_proto::wire;
 use async_trait::async_trait;
-use bytes::Bytes;
-use object_store::{
-    GetResult, GetResultPayload, ListResult, ObjectStore, ObjectStoreExt, path::Path,
-};
-use tokio::sync::Semaphore;
+use object_store::{ListResult, ObjectStore, ObjectStoreExt, path::Path};
 
-use super::{NeuronStore, StoreError};
+use super::{NeuronStore, StoreError, readers};
 use crate::{
     layout::{self, Layout},
     neuron::NeuronKey,
-    neuron_json,
 };
 
 /// Neuron files below `root` in an object store, arranged in `layout`.
@@ -33,6 +24,8 @@ pub struct ObjectNeuronStore {
     no_listing: Option<String>,
     /// Bound on one read, retries included.
     read_deadline: Option<Duration>,
+    /// The store is a local `LocalFileSystem`: its files are read on the reader threads.
+    local: bool,
 }
 
 impl ObjectNeuronStore {
@@ -45,7 +38,16 @@ impl ObjectNeuronStore {
             location,
             no_listing: None,
             read_deadline: None,
+            local: false,
         }
+    }
+
+    /// Marks the store as local files (`LocalFileSystem`), read where they are parsed: one
+    /// hand-off to a reader thread for opening, reading and parsing a file (see
+    /// [`readers`](super::readers)).
+    pub fn with_local_reads(mut self) -> Self {
+        self.local = true;
+        self
     }
 
     /// Names the store as `location` (e.g. the dataset URI) in errors.
@@ -120,28 +122,6 @@ impl ObjectNeuronStore {
             })
     }
 
-    /// Reads the file at `path`. A local file (the store hands back an open file) is read and
-    /// parsed in one task on a blocking thread; anything else is collected here and parsed by
-    /// the caller.
-    async fn fetch(&self, path: &Path) -> Result<Fetched, StoreError> {
-        self.bounded(path, async {
-            let result = self.store.get(path).await?;
-            match result.payload {
-                GetResultPayload::File(file, local_path) => {
-                    read_and_parse(file, local_path, result.range).await
-                }
-                GetResultPayload::Stream(stream) => GetResult {
-                    payload: GetResultPayload::Stream(stream),
-                    ..result
-                }
-                .bytes()
-                .await
-                .map(Fetched::Bytes),
-            }
-        })
-        .await
-    }
-
     /// Runs one storage call on `path`, failing it as unavailable past the read deadline.
     async fn bounded<T>(
         &self,
@@ -166,71 +146,20 @@ impl ObjectNeuronStore {
     }
 }
 
-/// What a read brought back.
-enum Fetched {
-    /// The bytes of a file from a remote store, to be parsed.
-    Bytes(Bytes),
-    /// A local file, parsed by the thread that read it.
-    Parsed(Result<wire::NeuronRecord, neuron_json::ParseError>),
-}
-
-/// At most one parse per core at a time; see [`parse_off_workers`].
-static PARSERS: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(std::thread::available_parallelism().map_or(2, NonZeroUsize::get))
-});
-
-/// Parses a neuron file on a blocking thread, at most one per core at a time. A public neuron
-/// takes about half a millisecond of CPU, too long for an async worker; more parses at once
-/// than cores would not finish sooner, and each extra thread the blocking pool grew for a burst
-/// of reads would keep an allocator arena (memory) of its own.
-async fn parse_off_workers(
-    bytes: Bytes,
-) -> Result<Result<wire::NeuronRecord, neuron_json::ParseError>, tokio::task::JoinError> {
-    // The semaphore is never closed, so acquiring cannot fail; parse regardless if it did.
-    let _permit = PARSERS.acquire().await.ok();
-    tokio::task::spawn_blocking(move || neuron_json::parse_neuron(&bytes)).await
-}
-
-/// Reads `range` of a local file the store opened and parses it, on one blocking thread under
-/// the same limit as [`parse_off_workers`]: one thread hop for reading and parsing instead of
-/// one each. Reading into a buffer of the exact size, without zeroing it first.
-async fn read_and_parse(
-    file: std::fs::File,
-    local_path: std::path::PathBuf,
-    range: std::ops::Range<u64>,
-) -> object_store::Result<Fetched> {
-    let _permit = PARSERS.acquire().await.ok();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek, SeekFrom};
-        let io_error = |source: std::io::Error| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: format!("reading {}: {source}", local_path.display()).into(),
-        };
-        let expected = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-        let mut file = file;
-        file.seek(SeekFrom::Start(range.start)).map_err(io_error)?;
-        let mut bytes = Vec::with_capacity(expected);
-        file.take(range.end - range.start)
-            .read_to_end(&mut bytes)
-            .map_err(io_error)?;
-        if bytes.len() != expected {
-            return Err(io_error(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the file ended after {} of {expected} bytes", bytes.len()),
-            )));
-        }
-        Ok(Fetched::Parsed(neuron_json::parse_neuron(&bytes)))
-    })
-    .await?
-}
-
 #[async_trait]
 impl NeuronStore for ObjectNeuronStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let path = self.layout.neuron_path(&self.root, key);
-        let parsed = match self.fetch(&path).await? {
-            Fetched::Parsed(parsed) => Ok(parsed),
-            Fetched::Bytes(bytes) => parse_off_workers(bytes).await,
+        let parsed = if self.local {
+            match readers::read_local(self.store.clone(), path.clone()).await {
+                Ok(read) => Ok(read.map_err(|e| StoreError::from_object_store(&path, e))?),
+                Err(failed) => Err(failed),
+            }
+        } else {
+            let bytes = self
+                .bounded(&path, async { self.store.get(&path).await?.bytes().await })
+                .await?;
+            readers::parse(bytes).await
         };
         match parsed {
             Ok(Ok(record)) => Ok(Arc::new(record)),
@@ -238,9 +167,9 @@ impl NeuronStore for ObjectNeuronStore {
                 path: path.to_string(),
                 source,
             }),
-            Err(join) => Err(StoreError::Internal {
+            Err(failed) => Err(StoreError::Internal {
                 path: path.to_string(),
-                detail: format!("parsing the neuron file failed: {join}"),
+                detail: failed.to_string(),
             }),
         }
     }
@@ -367,8 +296,8 @@ mod tests {
         );
     }
 
-    /// Local files take their own path (read and parsed on one blocking thread); it gives
-    /// what the store's byte stream gives.
+    /// Local files take their own path (opened, read and parsed on one reader thread); it
+    /// gives what the store's byte stream gives.
     #[tokio::test]
     async fn local_files_read_like_any_other_store() {
         let dir = tempfile::tempdir().unwrap();
