@@ -20,8 +20,8 @@ fn main() -> std::process::ExitCode {
     telemetry::init_logging(&config.log, config.log_format);
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     // Parses and local file reads run on the store's reader threads (one per core); what
-    // still blocks (remote stores' file-less calls, listings of local directories) uses
-    // Tokio's blocking pool. Its default allows 512 threads, and a burst grows it to dozens,
+    // still blocks (object_store listing local directories or checking that a file exists)
+    // uses Tokio's blocking pool. Its default allows 512 threads, and a burst grows it to dozens,
     // each keeping allocator pages of its own (memory above the cache budget) for no more
     // throughput than a few per core give.
     let runtime = tokio::runtime::Builder::new_multi_thread()
