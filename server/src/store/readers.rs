@@ -31,7 +31,7 @@ use crate::neuron_json::{self, ParseError};
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The job queue; one thread per core takes from it.
-static QUEUE: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
+static QUEUE: LazyLock<mpsc::Sender<Job>> = LazyLock::new(|| {
     let (sender, receiver) = mpsc::channel::<Job>();
     let receiver = Arc::new(Mutex::new(receiver));
     let threads = thread::available_parallelism().map_or(2, NonZeroUsize::get);
@@ -56,7 +56,7 @@ static QUEUE: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
             tracing::error!(%error, "could not start a neuron reader thread");
         }
     }
-    Mutex::new(sender)
+    sender
 });
 
 /// Why a job gave no answer: it panicked, or no reader thread could be started.
@@ -67,12 +67,7 @@ pub struct Failed(String);
 /// Runs `work` on a reader thread and waits for its answer.
 async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failed> {
     let (answer, answered) = oneshot::channel();
-    let job = job(work, answer);
-    let queued = match QUEUE.lock() {
-        Ok(queue) => queue.send(job),
-        Err(poisoned) => poisoned.into_inner().send(job),
-    };
-    if queued.is_err() {
+    if QUEUE.send(job(work, answer)).is_err() {
         return Err(Failed("no neuron reader thread is running".to_string()));
     }
     answered
