@@ -17,6 +17,7 @@
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod pb {
     tonic::include_proto!("neuron_explainer.activations.v1");
+    pub use crate::record::ActivationRecord;
 }
 
 /// The server's view of the same messages: [`wire::ActivationRecord`](encoded::EncodedRecord)
@@ -33,6 +34,7 @@ pub mod wire {
 
 pub mod codec;
 pub mod encoded;
+pub mod record;
 
 /// Encoded `FileDescriptorSet` of every file in `proto/`, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
