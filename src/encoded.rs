@@ -8,7 +8,7 @@
 //!
 //! [`wire`](crate::wire) is generated with `ActivationRecord` mapped to this type, so the
 //! messages that embed records (`SplitActivationRecord`, `NeuronRecord`, `NeuronSplits`, ...)
-//! encode exactly the bytes [`pb`](crate::pb) would: an embedded message is its length and its
+//! encode exactly the bytes [`pb`] would: an embedded message is its length and its
 //! body, and the body is what this type stores.
 
 use std::fmt;

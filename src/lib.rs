@@ -4,6 +4,8 @@
 //!
 //! - [`pb`]: the messages of `neuron_explainer.activations.v1` (prost) with the
 //!   `ActivationService` client and server stubs (tonic).
+//! - [`record`]: [`pb::ActivationRecord`], the struct prost would generate with a hand-written
+//!   decoder, since a response is mostly tokens.
 //! - [`wire`] and [`encoded`]: the same messages for the server, with each `ActivationRecord`
 //!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
 //! - [`codec`]: the tonic codec of those stubs (prost, decoding each message from one slice).
