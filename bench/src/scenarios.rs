@@ -202,6 +202,10 @@ pub struct Results {
 /// The first failure: a server that does not start, a failed call, an unreadable file.
 pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchError> {
     let runs = plan.repeat.max(1);
+    let paths = cold_paths(plan);
+    tokio::task::spawn_blocking(move || prime_page_cache(&paths))
+        .await
+        .expect("the page-cache reader panicked")?;
     let (cold, fresh_servers) = median_run(
         runs,
         "cold",
@@ -322,19 +326,42 @@ pub async fn cold(plan: &Plan, launcher: &Launcher) -> Result<(Figures, bool), B
 /// The cold ceiling: the cold scenario's files read and parsed in this process, on
 /// `ceiling_threads` threads, without gRPC.
 pub async fn cold_ceiling(plan: &Plan) -> Result<Figures, BenchError> {
+    let paths = cold_paths(plan);
+    let threads = plan.ceiling_threads.max(1);
+    tokio::task::spawn_blocking(move || read_and_parse(&paths, threads))
+        .await
+        .expect("the ceiling thread panicked")
+}
+
+/// The files of the neurons the cold scenario reads, in `--dataset-dir`.
+fn cold_paths(plan: &Plan) -> Vec<PathBuf> {
     let layout = plan.layout();
-    let paths: Vec<PathBuf> = plan
-        .neuron_ids()
+    plan.neuron_ids()
         .take(plan.cold_neurons)
         .map(|id| {
             plan.dataset_dir
                 .join(neuron_path(layout, id.layer_index, id.neuron_index))
         })
-        .collect();
-    let threads = plan.ceiling_threads.max(1);
-    tokio::task::spawn_blocking(move || read_and_parse(&paths, threads))
-        .await
-        .expect("the ceiling thread panicked")
+        .collect()
+}
+
+/// Reads every file once before anything is measured, so the service's first cold run and the
+/// ceiling (which runs after it) both read them from the operating system's page cache; without
+/// this, after a build had pushed the dataset out of memory, the first cold run read it from
+/// disk and the ceiling did not.
+fn prime_page_cache(paths: &[PathBuf]) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let mut bytes = 0;
+    for path in paths {
+        bytes += fs::read(path)?.len();
+    }
+    eprintln!(
+        "page cache: read the cold scenario's {} files ({:.0} MiB) in {:.2}s",
+        paths.len(),
+        mib(bytes as u64),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn read_and_parse(paths: &[PathBuf], threads: usize) -> Result<Figures, BenchError> {
