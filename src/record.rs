@@ -351,6 +351,70 @@ mod tests {
         }
     }
 
+    /// The hand-written struct stays the message of `proto/`: a field added there fails this
+    /// test instead of being skipped as unknown by the decoder.
+    #[test]
+    fn the_fields_are_those_of_the_proto() {
+        use prost_types::field_descriptor_proto::{Label, Type};
+        let descriptors =
+            prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        let message = descriptors
+            .file
+            .iter()
+            .filter(|file| file.package() == "neuron_explainer.activations.v1")
+            .flat_map(|file| &file.message_type)
+            .find(|message| message.name() == "ActivationRecord")
+            .expect("ActivationRecord is in proto/");
+        let fields: Vec<_> = message
+            .field
+            .iter()
+            .map(|f| {
+                (
+                    f.name(),
+                    f.number(),
+                    f.label(),
+                    f.r#type(),
+                    f.proto3_optional(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (
+                    "tokens",
+                    TOKENS as i32,
+                    Label::Repeated,
+                    Type::String,
+                    false
+                ),
+                (
+                    "activations",
+                    ACTIVATIONS as i32,
+                    Label::Repeated,
+                    Type::Float,
+                    false
+                ),
+                (
+                    "dfa_values",
+                    DFA_VALUES as i32,
+                    Label::Repeated,
+                    Type::Int64,
+                    false
+                ),
+                (
+                    "dfa_target_index",
+                    DFA_TARGET_INDEX as i32,
+                    Label::Optional,
+                    Type::Int64,
+                    true
+                ),
+            ]
+        );
+        // Repeated scalars are packed unless the .proto says otherwise.
+        assert!(message.field.iter().all(|f| f.options.is_none()));
+    }
+
     #[test]
     fn the_token_list_is_sized_once_for_the_tokens_in_the_buffer() {
         let record = ActivationRecord {
