@@ -4,8 +4,8 @@
 //!
 //! - [`pb`]: the messages of `neuron_explainer.activations.v1` (prost) with the
 //!   `ActivationService` client and server stubs (tonic).
-//! - [`record`]: [`pb::ActivationRecord`], the struct prost would generate with a hand-written
-//!   decoder, since a response is mostly tokens.
+//! - [`record`]: [`pb::ActivationRecord`] and [`pb::SplitActivationRecord`], the structs prost
+//!   would generate with hand-written decoders, since a response is mostly tokens.
 //! - [`wire`] and [`encoded`]: the same messages for the server, with each `ActivationRecord`
 //!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
 //! - [`codec`]: the tonic codec of those stubs (prost, decoding each message from one slice).
@@ -19,7 +19,7 @@
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod pb {
     tonic::include_proto!("neuron_explainer.activations.v1");
-    pub use crate::record::ActivationRecord;
+    pub use crate::record::{ActivationRecord, SplitActivationRecord};
 }
 
 /// The server's view of the same messages: [`wire::ActivationRecord`](encoded::EncodedRecord)

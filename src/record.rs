@@ -1,22 +1,37 @@
-//! `ActivationRecord`, the message every response is mostly made of, with a hand-written
-//! decoder.
+//! `ActivationRecord`, the message every response is mostly made of, and
+//! `SplitActivationRecord`, which carries it in every split, with hand-written decoders.
 //!
-//! The struct is the one prost would generate (same fields, same encoding); only its
-//! [`Message::merge_field`] differs. A client spends most of a response's decoding on the
-//! tokens: prost grows the token list one push at a time and copies each token through a
-//! generic buffer adapter. Here a token that lies whole in the buffer's current chunk (always
-//! the case for a tonic message, which is decoded from one contiguous buffer) is checked as
-//! UTF-8 and copied in one step, and the list is sized once, by counting the tokens that follow
-//! in the chunk. Packed activations are read the same way. Anything else (a token split across
-//! chunks, a length of two or more varint bytes, a malformed field) goes through prost's own
-//! code, so what is accepted, what is rejected and the error it gives are prost's. The tests
-//! check both against a prost-derived copy of the message.
+//! The structs are the ones prost would generate (same fields, same encoding, same helpers);
+//! only their [`Message::merge_field`] differs. A client spends most of a response's decoding on
+//! the tokens: prost grows the token list one push at a time, copies each token through a
+//! generic buffer adapter and checks each one as UTF-8 on its own.
+//!
+//! - `SplitActivationRecord` knows where its record ends (the field's length), so when the
+//!   record lies whole in the buffer's current chunk (always the case for a tonic message,
+//!   which is decoded from one contiguous buffer) it is decoded from that slice in one go: each
+//!   run of tokens is checked as UTF-8 in one pass (the keys and one-byte lengths between tokens
+//!   are ASCII, so the run is valid exactly when every token is), the token list is sized once,
+//!   and packed activations are copied in one loop.
+//! - `ActivationRecord` elsewhere (a `NeuronRecord`'s lists) is decoded field by field, as
+//!   prost does, but a token lying whole in the chunk is checked and copied in one step, and the
+//!   list is sized once, by counting the tokens that follow.
+//!
+//! Anything else (a token split across chunks, a length of two or more varint bytes, the
+//! optional `dfa_*` fields, a malformed field) goes through prost's own code, so what is
+//! accepted, what is rejected and the error it gives are prost's. The tests check both messages
+//! against prost-derived copies, and their fields against the compiled `.proto`.
+
+use std::fmt;
 
 use bytes::{Buf, BufMut};
 use prost::{
     DecodeError, Message,
-    encoding::{DecodeContext, WireType, float, int64, skip_field, string},
+    encoding::{
+        DecodeContext, WireType, decode_varint, float, int32, int64, skip_field, string, uint32,
+    },
 };
+
+use crate::pb::RecordSource;
 
 /// `ActivationRecord`: a text excerpt as tokens and the neuron's activation on each token.
 #[derive(Clone, PartialEq, Default, Debug)]
@@ -38,6 +53,8 @@ const DFA_TARGET_INDEX: u32 = 4;
 
 /// The key byte of a `tokens` field: field 1, length-delimited.
 const TOKEN_KEY: u8 = (TOKENS << 3) as u8 | WireType::LengthDelimited as u8;
+/// The key byte of packed `activations`: field 2, length-delimited.
+const ACTIVATIONS_KEY: u8 = (ACTIVATIONS << 3) as u8 | WireType::LengthDelimited as u8;
 
 /// Reserved at most this many tokens ahead, whatever a (possibly malformed) buffer suggests.
 const MAX_RESERVE: usize = 1 << 12;
@@ -135,25 +152,210 @@ impl ActivationRecord {
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
         if wire_type == WireType::LengthDelimited {
-            let mut chunk = buf.chunk();
-            let available = chunk.len();
-            if let Ok(len) = prost::encoding::decode_varint(&mut chunk)
-                && let Ok(len) = usize::try_from(len)
-                && len % 4 == 0
-                && let Some(packed) = chunk.get(..len)
-            {
-                self.activations.reserve(len / 4);
-                self.activations.extend(
-                    packed
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
-                let used = available - chunk.len() + len;
+            let chunk = buf.chunk();
+            if let Some(rest) = self.push_packed_activations(chunk) {
+                let used = chunk.len() - rest.len();
                 buf.advance(used);
                 return Ok(());
             }
         }
         float::merge_repeated(wire_type, &mut self.activations, buf, ctx)
+    }
+
+    /// Packed activations whole in `fields` (which starts at their length, a multiple of 4):
+    /// what follows them.
+    fn push_packed_activations<'a>(&mut self, mut fields: &'a [u8]) -> Option<&'a [u8]> {
+        let len = usize::try_from(decode_varint(&mut fields).ok()?).ok()?;
+        if len % 4 != 0 {
+            return None;
+        }
+        let packed = fields.get(..len)?;
+        self.activations.reserve(len / 4);
+        self.activations.extend(
+            packed
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        Some(&fields[len..])
+    }
+
+    /// A whole record's encoding, decoded from the slice: `None` where it holds anything but
+    /// tokens with one-byte lengths and packed activations, or anything malformed; prost's path
+    /// then decides.
+    fn decode_body(body: &[u8]) -> Option<ActivationRecord> {
+        let mut record = ActivationRecord::default();
+        let mut rest = body;
+        while let Some((&key, after)) = rest.split_first() {
+            rest = match key {
+                TOKEN_KEY => record.push_token_run(rest)?,
+                ACTIVATIONS_KEY => record.push_packed_activations(after)?,
+                _ => return None,
+            };
+        }
+        Some(record)
+    }
+
+    /// The token fields at the start of `fields` (at a token's key), as far as they have
+    /// one-byte lengths, checked as UTF-8 in one pass: what follows them. The keys and lengths
+    /// between the tokens are ASCII characters, so the run is valid UTF-8 exactly when every
+    /// token is, and each token is a slice of the checked run.
+    fn push_token_run<'a>(&mut self, fields: &'a [u8]) -> Option<&'a [u8]> {
+        let mut end = 0;
+        let mut count = 0;
+        while let [TOKEN_KEY, len, ..] = fields[end..]
+            && len < 0x80
+            && end + 2 + usize::from(len) <= fields.len()
+        {
+            end += 2 + usize::from(len);
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+        let run = std::str::from_utf8(&fields[..end]).ok()?;
+        self.tokens.reserve(count);
+        let mut at = 0;
+        while at < end {
+            let start = at + 2;
+            at = start + usize::from(fields[at + 1]);
+            self.tokens.push(run.get(start..at)?.to_owned());
+        }
+        Some(&fields[end..])
+    }
+}
+
+/// One record of a split.
+#[derive(Clone, PartialEq, Default)]
+pub struct SplitActivationRecord {
+    pub record: Option<ActivationRecord>,
+    /// Which list of the neuron record it comes from.
+    pub source: i32,
+    /// Its position in that list.
+    pub source_index: u32,
+}
+
+const RECORD: u32 = 1;
+const SOURCE: u32 = 2;
+const SOURCE_INDEX: u32 = 3;
+
+impl SplitActivationRecord {
+    /// `source` as a [`RecordSource`]; the default (unspecified) if it is not one.
+    pub fn source(&self) -> RecordSource {
+        RecordSource::try_from(self.source).unwrap_or_default()
+    }
+
+    /// Sets `source` to `value`.
+    pub fn set_source(&mut self, value: RecordSource) {
+        self.source = value as i32;
+    }
+
+    /// The `record` field, its key already read. The fast path needs no recursion budget:
+    /// `ActivationRecord` holds no messages, and no message of the contract nests this one
+    /// deeper than three levels, far below prost's limit of 100.
+    fn merge_record(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if wire_type == WireType::LengthDelimited {
+            let chunk = buf.chunk();
+            let mut fields = chunk;
+            if let Ok(len) = decode_varint(&mut fields)
+                && let Some(body) = usize::try_from(len).ok().and_then(|len| fields.get(..len))
+                && let Some(decoded) = ActivationRecord::decode_body(body)
+            {
+                let used = chunk.len() - fields.len() + body.len();
+                match &mut self.record {
+                    // A second `record` field merges into the first, as prost merges messages.
+                    Some(record) => {
+                        record.tokens.extend(decoded.tokens);
+                        record.activations.extend(decoded.activations);
+                    }
+                    None => self.record = Some(decoded),
+                }
+                buf.advance(used);
+                return Ok(());
+            }
+        }
+        prost::encoding::message::merge(wire_type, self.record.get_or_insert_default(), buf, ctx)
+    }
+}
+
+impl Message for SplitActivationRecord {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(record) = &self.record {
+            prost::encoding::message::encode(RECORD, record, buf);
+        }
+        if self.source != 0 {
+            int32::encode(SOURCE, &self.source, buf);
+        }
+        if self.source_index != 0 {
+            uint32::encode(SOURCE_INDEX, &self.source_index, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let (merged, field) = match tag {
+            RECORD => (self.merge_record(wire_type, buf, ctx), "record"),
+            SOURCE => (
+                int32::merge(wire_type, &mut self.source, buf, ctx),
+                "source",
+            ),
+            SOURCE_INDEX => (
+                uint32::merge(wire_type, &mut self.source_index, buf, ctx),
+                "source_index",
+            ),
+            _ => return skip_field(wire_type, tag, buf, ctx),
+        };
+        merged.map_err(|mut error| {
+            error.push("SplitActivationRecord", field);
+            error
+        })
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.record.as_ref().map_or(0, |record| {
+            prost::encoding::message::encoded_len(RECORD, record)
+        }) + if self.source != 0 {
+            int32::encoded_len(SOURCE, &self.source)
+        } else {
+            0
+        } + if self.source_index != 0 {
+            uint32::encoded_len(SOURCE_INDEX, &self.source_index)
+        } else {
+            0
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = SplitActivationRecord::default();
+    }
+}
+
+/// As prost prints it: `source` by its name where it is a known value.
+impl fmt::Debug for SplitActivationRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Source(i32);
+        impl fmt::Debug for Source {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match RecordSource::try_from(self.0) {
+                    Ok(source) => fmt::Debug::fmt(&source, f),
+                    Err(_) => fmt::Debug::fmt(&self.0, f),
+                }
+            }
+        }
+        f.debug_struct("SplitActivationRecord")
+            .field("record", &self.record)
+            .field("source", &Source(self.source))
+            .field("source_index", &self.source_index)
+            .finish()
     }
 }
 
@@ -204,6 +406,16 @@ mod tests {
             pub dfa_values: Vec<i64>,
             #[prost(int64, optional, tag = "4")]
             pub dfa_target_index: Option<i64>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct SplitActivationRecord {
+            #[prost(message, optional, tag = "1")]
+            pub record: Option<ActivationRecord>,
+            #[prost(enumeration = "crate::pb::RecordSource", tag = "2")]
+            pub source: i32,
+            #[prost(uint32, tag = "3")]
+            pub source_index: u32,
         }
     }
     use generated::ActivationRecord as Generated;
@@ -351,20 +563,25 @@ mod tests {
         }
     }
 
+    /// The compiled descriptor of one message of the package.
+    fn proto_message(name: &str) -> prost_types::DescriptorProto {
+        let descriptors =
+            prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
+        descriptors
+            .file
+            .into_iter()
+            .filter(|file| file.package() == "neuron_explainer.activations.v1")
+            .flat_map(|file| file.message_type)
+            .find(|message| message.name() == name)
+            .unwrap_or_else(|| panic!("{name} is in proto/"))
+    }
+
     /// The hand-written struct stays the message of `proto/`: a field added there fails this
     /// test instead of being skipped as unknown by the decoder.
     #[test]
     fn the_fields_are_those_of_the_proto() {
         use prost_types::field_descriptor_proto::{Label, Type};
-        let descriptors =
-            prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET).unwrap();
-        let message = descriptors
-            .file
-            .iter()
-            .filter(|file| file.package() == "neuron_explainer.activations.v1")
-            .flat_map(|file| &file.message_type)
-            .find(|message| message.name() == "ActivationRecord")
-            .expect("ActivationRecord is in proto/");
+        let message = proto_message("ActivationRecord");
         let fields: Vec<_> = message
             .field
             .iter()
@@ -426,5 +643,197 @@ mod tests {
         assert_eq!(decoded.tokens, record.tokens);
         assert_eq!(decoded.tokens.capacity(), 64);
         assert_eq!(decoded.activations.capacity(), 64);
+    }
+    /// Records as the service sends them: short tokens (ASCII or not), activations, no `dfa_*`
+    /// fields, which `SplitActivationRecord` decodes in one go.
+    fn served_record() -> impl Strategy<Value = ActivationRecord> {
+        prop::collection::vec((prop_oneof![".{0,8}", "\\PC{0,3}"], any::<f32>()), 0..40).prop_map(
+            |pairs| {
+                let (tokens, activations) = pairs.into_iter().unzip();
+                ActivationRecord {
+                    tokens,
+                    activations,
+                    ..Default::default()
+                }
+            },
+        )
+    }
+
+    fn split_record() -> impl Strategy<Value = SplitActivationRecord> {
+        (
+            prop::option::of(prop_oneof![served_record(), record()]),
+            prop_oneof![0..3, any::<i32>()],
+            any::<u32>(),
+        )
+            .prop_map(|(record, source, source_index)| SplitActivationRecord {
+                record,
+                source,
+                source_index,
+            })
+    }
+
+    impl From<&SplitActivationRecord> for generated::SplitActivationRecord {
+        fn from(split: &SplitActivationRecord) -> Self {
+            generated::SplitActivationRecord {
+                record: split.record.as_ref().map(Generated::from),
+                source: split.source,
+                source_index: split.source_index,
+            }
+        }
+    }
+
+    fn same_split(
+        ours: &SplitActivationRecord,
+        generated: &generated::SplitActivationRecord,
+    ) -> bool {
+        let records = match (&ours.record, &generated.record) {
+            (Some(ours), Some(generated)) => same(ours, generated),
+            (None, None) => true,
+            _ => false,
+        };
+        records && ours.source == generated.source && ours.source_index == generated.source_index
+    }
+
+    fn agree_split(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let ours = SplitActivationRecord::decode(bytes);
+        let generated = generated::SplitActivationRecord::decode(bytes);
+        match (&ours, &generated) {
+            (Ok(ours), Ok(generated)) => prop_assert!(same_split(ours, generated), "{ours:?}"),
+            (Err(ours), Err(generated)) => prop_assert_eq!(ours.to_string(), generated.to_string()),
+            _ => prop_assert!(false, "ours {ours:?}, prost {generated:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn split_records_encode_as_prost_does(split in split_record()) {
+            let generated = generated::SplitActivationRecord::from(&split);
+            prop_assert_eq!(split.encode_to_vec(), generated.encode_to_vec());
+            prop_assert_eq!(split.encoded_len(), split.encode_to_vec().len());
+            prop_assert_eq!(format!("{split:?}").replace("SplitActivationRecord", ""),
+                format!("{generated:?}").replace("SplitActivationRecord", ""));
+        }
+
+        #[test]
+        fn split_records_decode_as_prost_does_valid_or_not(
+            split in split_record(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let bytes = split.encode_to_vec();
+            agree_split(&bytes)?;
+            // Twice in a row: the second message merges into the first.
+            agree_split(&[bytes.as_slice(), bytes.as_slice()].concat())?;
+            if !bytes.is_empty() {
+                agree_split(&bytes[..cut.index(bytes.len())])?;
+                let mut changed = bytes.clone();
+                changed[flip.index(bytes.len())] = byte;
+                agree_split(&changed)?;
+            }
+        }
+
+        #[test]
+        fn split_records_decode_arbitrary_bytes_as_prost_does(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            agree_split(&bytes)?;
+        }
+
+        #[test]
+        fn split_records_decode_from_a_buffer_in_pieces_as_from_one(split in split_record(), at in any::<prop::sample::Index>()) {
+            let bytes = split.encode_to_vec();
+            let at = at.index(bytes.len() + 1);
+            let decoded = SplitActivationRecord::decode(bytes::Buf::chain(&bytes[..at], &bytes[at..])).unwrap();
+            prop_assert!(same_split(&decoded, &(&split).into()));
+        }
+
+        /// What the service sends is decoded in one go, not field by field.
+        #[test]
+        fn a_served_record_is_decoded_from_its_slice(record in served_record()) {
+            let decoded = ActivationRecord::decode_body(&record.encode_to_vec());
+            prop_assert!(decoded.is_some_and(|decoded| same(&decoded, &Generated::from(&record))));
+        }
+    }
+
+    /// A split's records inside a list (as `SplitRecords` holds them) each keep to their own
+    /// bytes, whichever path decodes them.
+    #[test]
+    fn split_records_in_a_list_keep_to_their_own_bytes() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct List {
+            #[prost(message, repeated, tag = "2")]
+            records: Vec<SplitActivationRecord>,
+        }
+        let records: Vec<SplitActivationRecord> =
+            [vec!["a", "b"], vec![], vec!["\u{e9}t\u{e9}", " the"]]
+                .into_iter()
+                .enumerate()
+                .map(|(i, tokens)| SplitActivationRecord {
+                    record: Some(ActivationRecord {
+                        activations: vec![i as f32; tokens.len()],
+                        tokens: tokens.into_iter().map(String::from).collect(),
+                        dfa_target_index: (i == 1).then_some(3),
+                        ..Default::default()
+                    }),
+                    source: i as i32,
+                    source_index: i as u32,
+                })
+                .collect();
+        let list = List {
+            records: records.clone(),
+        };
+        let decoded = List::decode(list.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.records, records);
+    }
+
+    #[test]
+    fn source_reads_and_sets_the_enum() {
+        let mut split = SplitActivationRecord::default();
+        assert_eq!(split.source(), RecordSource::Unspecified);
+        split.set_source(RecordSource::Random);
+        assert_eq!((split.source, split.source()), (2, RecordSource::Random));
+        split.source = 99;
+        assert_eq!(split.source(), RecordSource::Unspecified);
+    }
+
+    #[test]
+    fn the_split_record_fields_are_those_of_the_proto() {
+        use prost_types::field_descriptor_proto::Type;
+        let fields: Vec<_> = proto_message("SplitActivationRecord")
+            .field
+            .iter()
+            .map(|f| {
+                (
+                    f.name().to_owned(),
+                    f.number(),
+                    f.r#type(),
+                    f.type_name().to_owned(),
+                )
+            })
+            .collect();
+        let package = ".neuron_explainer.activations.v1";
+        assert_eq!(
+            fields,
+            [
+                (
+                    "record".into(),
+                    RECORD as i32,
+                    Type::Message,
+                    format!("{package}.ActivationRecord")
+                ),
+                (
+                    "source".into(),
+                    SOURCE as i32,
+                    Type::Enum,
+                    format!("{package}.RecordSource")
+                ),
+                (
+                    "source_index".into(),
+                    SOURCE_INDEX as i32,
+                    Type::Uint32,
+                    String::new()
+                ),
+            ]
+        );
     }
 }
