@@ -466,15 +466,42 @@ mod tests {
             && ours.dfa_target_index == generated.dfa_target_index
     }
 
-    /// Decodes with both, as a field of a list (how records travel): the outcome must agree,
-    /// and so must the error's text.
-    fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
-        let ours = ActivationRecord::decode(bytes);
-        let generated = Generated::decode(bytes);
+    /// Decodes `bytes` as ours (`O`) and as prost's (`G`): the outcome must agree (`same`
+    /// compares the fields), and so must an error's text.
+    fn agree_as<O, G>(bytes: &[u8], same: fn(&O, &G) -> bool) -> Result<(), TestCaseError>
+    where
+        O: Message + Default + std::fmt::Debug,
+        G: Message + Default + std::fmt::Debug,
+    {
+        let ours = O::decode(bytes);
+        let generated = G::decode(bytes);
         match (&ours, &generated) {
             (Ok(ours), Ok(generated)) => prop_assert!(same(ours, generated), "{ours:?}"),
             (Err(ours), Err(generated)) => prop_assert_eq!(ours.to_string(), generated.to_string()),
             _ => prop_assert!(false, "ours {ours:?}, prost {generated:?}"),
+        }
+        Ok(())
+    }
+
+    fn agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+        agree_as::<ActivationRecord, Generated>(bytes, same)
+    }
+
+    /// `agree` on an encoding, on it cut short and on it with one byte changed: lengths that
+    /// overrun, broken UTF-8, other wire types and unknown fields.
+    fn agree_when_broken(
+        bytes: &[u8],
+        cut: prop::sample::Index,
+        flip: prop::sample::Index,
+        byte: u8,
+        agree: fn(&[u8]) -> Result<(), TestCaseError>,
+    ) -> Result<(), TestCaseError> {
+        agree(bytes)?;
+        if !bytes.is_empty() {
+            agree(&bytes[..cut.index(bytes.len())])?;
+            let mut changed = bytes.to_vec();
+            changed[flip.index(bytes.len())] = byte;
+            agree(&changed)?;
         }
         Ok(())
     }
@@ -499,16 +526,7 @@ mod tests {
             flip in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let bytes = record.encode_to_vec();
-            agree(&bytes)?;
-            if !bytes.is_empty() {
-                // Cut short, and one byte changed: lengths that overrun, broken UTF-8, other
-                // wire types and unknown fields.
-                agree(&bytes[..cut.index(bytes.len())])?;
-                let mut changed = bytes.clone();
-                changed[flip.index(bytes.len())] = byte;
-                agree(&changed)?;
-            }
+            agree_when_broken(&record.encode_to_vec(), cut, flip, byte, agree)?;
         }
 
         #[test]
@@ -695,14 +713,7 @@ mod tests {
     }
 
     fn agree_split(bytes: &[u8]) -> Result<(), TestCaseError> {
-        let ours = SplitActivationRecord::decode(bytes);
-        let generated = generated::SplitActivationRecord::decode(bytes);
-        match (&ours, &generated) {
-            (Ok(ours), Ok(generated)) => prop_assert!(same_split(ours, generated), "{ours:?}"),
-            (Err(ours), Err(generated)) => prop_assert_eq!(ours.to_string(), generated.to_string()),
-            _ => prop_assert!(false, "ours {ours:?}, prost {generated:?}"),
-        }
-        Ok(())
+        agree_as::<SplitActivationRecord, generated::SplitActivationRecord>(bytes, same_split)
     }
 
     proptest! {
@@ -723,15 +734,9 @@ mod tests {
             byte in any::<u8>(),
         ) {
             let bytes = split.encode_to_vec();
-            agree_split(&bytes)?;
+            agree_when_broken(&bytes, cut, flip, byte, agree_split)?;
             // Twice in a row: the second message merges into the first.
             agree_split(&[bytes.as_slice(), bytes.as_slice()].concat())?;
-            if !bytes.is_empty() {
-                agree_split(&bytes[..cut.index(bytes.len())])?;
-                let mut changed = bytes.clone();
-                changed[flip.index(bytes.len())] = byte;
-                agree_split(&changed)?;
-            }
         }
 
         #[test]
