@@ -163,28 +163,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::record::tests::{bits, record};
     use crate::wire;
-
-    fn record() -> impl Strategy<Value = pb::ActivationRecord> {
-        (
-            prop::collection::vec((".{0,6}", any::<f32>()), 0..20),
-            prop::collection::vec(any::<i64>(), 0..4),
-            prop::option::of(any::<i64>()),
-        )
-            .prop_map(|(pairs, dfa_values, dfa_target_index)| {
-                let (tokens, activations) = pairs.into_iter().unzip();
-                pb::ActivationRecord {
-                    tokens,
-                    activations,
-                    dfa_values,
-                    dfa_target_index,
-                }
-            })
-    }
-
-    fn bits(values: &[f32]) -> Vec<u32> {
-        values.iter().map(|v| v.to_bits()).collect()
-    }
 
     fn same(a: &pb::ActivationRecord, b: &pb::ActivationRecord) -> bool {
         a.tokens == b.tokens

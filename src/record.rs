@@ -94,10 +94,7 @@ impl Message for ActivationRecord {
             ),
             _ => return skip_field(wire_type, tag, buf, ctx),
         };
-        merged.map_err(|mut error| {
-            error.push("ActivationRecord", field);
-            error
-        })
+        in_field(merged, "ActivationRecord", field)
     }
 
     fn encoded_len(&self) -> usize {
@@ -200,15 +197,7 @@ impl ActivationRecord {
     /// between the tokens are ASCII characters, so the run is valid UTF-8 exactly when every
     /// token is, and each token is a slice of the checked run.
     fn push_token_run<'a>(&mut self, fields: &'a [u8]) -> Option<&'a [u8]> {
-        let mut end = 0;
-        let mut count = 0;
-        while let [TOKEN_KEY, len, ..] = fields[end..]
-            && len < 0x80
-            && end + 2 + usize::from(len) <= fields.len()
-        {
-            end += 2 + usize::from(len);
-            count += 1;
-        }
+        let (end, count) = token_run(fields, usize::MAX);
         if count == 0 {
             return None;
         }
@@ -314,10 +303,7 @@ impl Message for SplitActivationRecord {
             ),
             _ => return skip_field(wire_type, tag, buf, ctx),
         };
-        merged.map_err(|mut error| {
-            error.push("SplitActivationRecord", field);
-            error
-        })
+        in_field(merged, "SplitActivationRecord", field)
     }
 
     fn encoded_len(&self) -> usize {
@@ -370,25 +356,42 @@ fn short_field(chunk: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// How many tokens `chunk` holds from its start (a token's length, its key just read): this one
-/// and those right after it, as far as they have one-byte lengths. Only a capacity: a short or
-/// long count costs a reallocation or some unused slots, never a wrong answer.
+/// and those right after it, as far as they have one-byte lengths, up to [`MAX_RESERVE`]. Only
+/// a capacity: a short or long count costs a reallocation or some unused slots, never a wrong
+/// answer.
 fn tokens_ahead(chunk: &[u8]) -> usize {
+    short_field(chunk).map_or(0, |(_, rest)| 1 + token_run(rest, MAX_RESERVE - 1).1)
+}
+
+/// The token fields at the start of `fields` (at a key), as far as they have one-byte lengths
+/// and lie whole in `fields`, at most `limit` of them: where they end, and how many there are.
+fn token_run(fields: &[u8], limit: usize) -> (usize, usize) {
+    let mut end = 0;
     let mut count = 0;
-    let mut rest = chunk;
-    while count < MAX_RESERVE
-        && let Some((_, after)) = short_field(rest)
+    while count < limit
+        && let [TOKEN_KEY, ref rest @ ..] = fields[end..]
+        && let Some((token, _)) = short_field(rest)
     {
+        end += 2 + token.len();
         count += 1;
-        match after.split_first() {
-            Some((&TOKEN_KEY, next)) => rest = next,
-            _ => break,
-        }
     }
-    count
+    (end, count)
+}
+
+/// Names the field an error of `merged` arose in, as prost's generated code does.
+fn in_field(
+    merged: Result<(), DecodeError>,
+    message: &'static str,
+    field: &'static str,
+) -> Result<(), DecodeError> {
+    merged.map_err(|mut error| {
+        error.push(message, field);
+        error
+    })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -437,7 +440,9 @@ mod tests {
         prop_oneof![".{0,8}", "[a-z]{120,140}", "\\PC{0,3}"]
     }
 
-    fn record() -> impl Strategy<Value = ActivationRecord> {
+    /// Any record: tokens of every length class, activations (NaN included) and `dfa_*` fields,
+    /// each list of its own length. Also the strategy of `encoded`'s tests.
+    pub(crate) fn record() -> impl Strategy<Value = ActivationRecord> {
         (
             prop::collection::vec(token(), 0..40),
             prop::collection::vec(any::<f32>(), 0..40),
@@ -454,7 +459,7 @@ mod tests {
             })
     }
 
-    fn bits(values: &[f32]) -> Vec<u32> {
+    pub(crate) fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|v| v.to_bits()).collect()
     }
 
