@@ -43,6 +43,32 @@ impl EchoService {
         }
     }
 
+    /// Replays the length-delimited messages of `input` (as [`EchoService::to_delimited`]
+    /// writes them).
+    ///
+    /// # Errors
+    ///
+    /// `input` is not a sequence of length-delimited `SplitActivationRecord`s.
+    pub fn from_delimited(mut input: &[u8]) -> Result<Self, prost::DecodeError> {
+        let mut records = Vec::new();
+        while !input.is_empty() {
+            records.push(pb::SplitActivationRecord::decode_length_delimited(
+                &mut input,
+            )?);
+        }
+        Ok(EchoService::new(&records))
+    }
+
+    /// The messages, each preceded by its length, for [`EchoService::from_delimited`].
+    pub fn to_delimited(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for message in self.messages.iter() {
+            prost::encoding::encode_varint(message.len() as u64, &mut out);
+            out.extend_from_slice(message);
+        }
+        out
+    }
+
     /// Bytes of one response's messages, without gRPC framing.
     pub fn response_bytes(&self) -> u64 {
         self.messages.iter().map(|m| m.len() as u64).sum()
@@ -183,6 +209,25 @@ pub async fn serve(
 mod tests {
     use super::*;
     use activations_client::{ActivationsClient, Split, neuron_id};
+
+    #[test]
+    fn delimited_messages_come_back_as_they_were() {
+        let records: Vec<_> = (0..3)
+            .map(|i| pb::SplitActivationRecord {
+                source_index: i,
+                ..Default::default()
+            })
+            .collect();
+        let service = EchoService::new(&records);
+        let again = EchoService::from_delimited(&service.to_delimited()).unwrap();
+        assert_eq!(again.messages, service.messages);
+        assert_eq!(
+            EchoService::from_delimited(&[]).unwrap().response_bytes(),
+            0
+        );
+        // A length running past the end.
+        assert!(EchoService::from_delimited(&[5, 8, 1]).is_err());
+    }
 
     #[tokio::test]
     async fn echo_replays_the_captured_records_to_the_sdk() {

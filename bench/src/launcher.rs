@@ -1,6 +1,7 @@
 //! The server under test: a release `activations-server` process started per scenario (so
 //! every scenario gets a fresh cache of the size it needs, and its memory can be read), a server
-//! in this process (for tests), or one already running elsewhere.
+//! in this process (for tests), or one already running elsewhere; and the warm ceiling beside
+//! it, an `activations-echo` process (a task of this process for tests).
 
 use std::{
     path::{Path, PathBuf},
@@ -13,14 +14,17 @@ use activations_server::{
     store::CacheConfig,
 };
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpListener,
     process::{Child, Command},
     sync::oneshot,
     task::JoinHandle,
 };
 
-use crate::error::BenchError;
+use crate::{
+    echo::{EchoServer, EchoService},
+    error::BenchError,
+};
 
 /// Name of the benchmark dataset on the servers the launcher starts.
 pub const DATASET_NAME: &str = "bench";
@@ -28,13 +32,23 @@ pub const DATASET_NAME: &str = "bench";
 /// How a scenario gets its server.
 #[derive(Debug, Clone)]
 pub enum Launcher {
-    /// Runs this `activations-server` binary per scenario, on `127.0.0.1:0`.
-    Process { binary: PathBuf },
-    /// Serves from a task of this process per scenario (the tests; no memory figures).
+    /// Runs this `activations-server` binary per scenario, on `127.0.0.1:0`, and the
+    /// `activations-echo` binary for the echo ceiling.
+    Process {
+        binary: PathBuf,
+        echo_binary: PathBuf,
+    },
+    /// Serves from a task of this process per scenario, the echo ceiling too (the tests; no
+    /// memory figures).
     InProcess,
     /// Uses a running server for every scenario: its cache is whatever it was started with,
-    /// and its memory is read only if its process id is given.
-    External { url: String, pid: Option<u32> },
+    /// and its memory is read only if its process id is given. The echo ceiling is this
+    /// `activations-echo` binary.
+    External {
+        url: String,
+        pid: Option<u32>,
+        echo_binary: PathBuf,
+    },
 }
 
 /// A server a scenario runs against; stopped when dropped.
@@ -59,13 +73,17 @@ enum Guard {
         _shutdown: oneshot::Sender<()>,
         task: JoinHandle<Result<(), ServeError>>,
     },
+    /// Stops when dropped.
+    Echo {
+        _echo: EchoServer,
+    },
     None,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         match self {
-            Guard::Process { .. } | Guard::None => {}
+            Guard::Process { .. } | Guard::Echo { .. } | Guard::None => {}
             Guard::Task { task, .. } => task.abort(),
         }
     }
@@ -85,14 +103,48 @@ impl Launcher {
         cache_bytes: u64,
     ) -> Result<RunningServer, BenchError> {
         match self {
-            Launcher::Process { binary } => spawn(binary, dataset_dir, cache_bytes).await,
+            Launcher::Process { binary, .. } => {
+                let mut command = Command::new(binary);
+                command
+                    .args(["--listen", "127.0.0.1:0", "--log", "info", "--dataset"])
+                    .arg(dataset_arg(dataset_dir))
+                    .arg("--cache-bytes")
+                    .arg(cache_bytes.to_string());
+                spawn(command, binary, &[]).await
+            }
             Launcher::InProcess => serve_here(dataset_dir, cache_bytes).await,
-            Launcher::External { url, pid } => Ok(RunningServer {
+            Launcher::External { url, pid, .. } => Ok(RunningServer {
                 url: url.clone(),
                 pid: *pid,
                 fresh: false,
                 _guard: Guard::None,
             }),
+        }
+    }
+
+    /// Starts the echo ceiling replaying `service`'s messages: a process of its own, like the
+    /// server it is compared with (so both pay the same scheduling between processes), or a
+    /// task of this process for [`Launcher::InProcess`].
+    ///
+    /// # Errors
+    ///
+    /// The binary cannot be run or does not report its address within 60 s.
+    pub async fn start_echo(&self, service: EchoService) -> Result<RunningServer, BenchError> {
+        match self {
+            Launcher::Process { echo_binary, .. } | Launcher::External { echo_binary, .. } => {
+                let mut command = Command::new(echo_binary);
+                command.args(["--listen", "127.0.0.1:0"]);
+                spawn(command, echo_binary, &service.to_delimited()).await
+            }
+            Launcher::InProcess => {
+                let echo = EchoServer::start(service).await?;
+                Ok(RunningServer {
+                    url: echo.url.clone(),
+                    pid: None,
+                    fresh: true,
+                    _guard: Guard::Echo { _echo: echo },
+                })
+            }
         }
     }
 }
@@ -102,17 +154,14 @@ fn dataset_arg(dataset_dir: &Path) -> String {
     format!("{DATASET_NAME}={}", dataset_dir.display())
 }
 
+/// Runs `command` (of `binary`) with `input` on its stdin, until it logs its `listening` line.
 async fn spawn(
+    mut command: Command,
     binary: &Path,
-    dataset_dir: &Path,
-    cache_bytes: u64,
+    input: &[u8],
 ) -> Result<RunningServer, BenchError> {
-    let mut child = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--log", "info", "--dataset"])
-        .arg(dataset_arg(dataset_dir))
-        .arg("--cache-bytes")
-        .arg(cache_bytes.to_string())
-        .stdin(Stdio::null())
+    let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -121,9 +170,12 @@ async fn spawn(
             binary: binary.to_path_buf(),
             source,
         })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(input).await?;
+    drop(stdin);
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
-    // The server logs `... listening address=127.0.0.1:PORT datasets=...` once it accepts.
+    // Both log `... listening address=127.0.0.1:PORT ...` once they accept calls.
     let address = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(address) = listening_address(&line) {
@@ -136,7 +188,10 @@ async fn spawn(
     .await;
     let address = match address {
         Ok(Ok(Some(address))) => address,
-        Ok(Ok(None)) => return Err(BenchError::ServerStart("the server exited".to_string())),
+        Ok(Ok(None)) => {
+            let exited = format!("{} exited", binary.display());
+            return Err(BenchError::ServerStart(exited));
+        }
         Ok(Err(error)) => return Err(BenchError::ServerStart(error.to_string())),
         Err(_) => {
             return Err(BenchError::ServerStart(

@@ -8,15 +8,16 @@
 //! - [`launcher`]: the server under test, a release binary started per scenario, a task of this
 //!   process, or a server already running; [`process_memory`] reads its resident memory.
 //! - [`load`]: the closed-loop driver: N concurrent callers, a latency histogram.
-//! - [`echo`]: the warm ceiling, a gRPC server replaying pre-encoded responses.
+//! - [`echo`]: the warm ceiling, a gRPC server replaying pre-encoded responses (run as the
+//!   `activations-echo` process).
 //! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address.
 //! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
 //! - [`soak`]: the soak: the release server behind a [`fault_http`] store that fails a share
 //!   of its requests, hundreds of checked callers, the server's process watched for leaks.
 //! - [`error`]: why a run stopped.
 //!
-//! `src/bin/` holds the thin binaries, `activations-datagen`, `activations-load` and
-//! `activations-soak`.
+//! `src/bin/` holds the thin binaries, `activations-datagen`, `activations-load`,
+//! `activations-echo` and `activations-soak`.
 
 pub mod chart;
 pub mod datagen;

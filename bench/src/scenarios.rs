@@ -6,7 +6,7 @@
 //! | cold | fresh, cache smaller than the dataset | one `StreamNeuronSplits` per distinct neuron, 4 splits | neurons/s, p50, p99 |
 //! | cold ceiling | none | the same files read and parsed in this process | neurons/s |
 //! | warm | cache holding the hot set, warmed first | `StreamActivationRecords` of the valid split | req/s, p50/p90/p99 per concurrency |
-//! | warm ceiling (echo) | [`EchoService`], in this process | the same calls, answered with pre-encoded bytes | the same |
+//! | warm ceiling (echo) | [`EchoService`], a process of its own like the server (`activations-echo`) | the same calls, answered with pre-encoded bytes | the same |
 //! | bulk | fresh | one `StreamNeuronSplits` over a range, 4 splits, plain and zstd | neurons/s, records/s, MB/s |
 //! | memory | fresh, cache of a set budget | repeated bulk passes over the dataset | RSS after each pass, peak RSS |
 
@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::{
     datagen::neuron_path,
-    echo::{EchoServer, EchoService},
+    echo::EchoService,
     error::BenchError,
     launcher::{Launcher, RunningServer},
     load::{Delivered, Measurement, closed_loop, new_histogram},
@@ -477,7 +477,7 @@ async fn warm(plan: &Plan, launcher: &Launcher) -> Result<WarmRuns, BenchError> 
         .await?;
     let echo_service = EchoService::new(&captured);
     let response_bytes = echo_service.response_bytes();
-    let echo = EchoServer::start(echo_service).await?;
+    let echo = launcher.start_echo(echo_service).await?;
     let echo_client = ActivationsClient::connect(echo.url.clone())
         .await
         .map_err(BenchError::Connect)?;

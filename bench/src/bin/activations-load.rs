@@ -33,6 +33,10 @@ struct Args {
     /// The `activations-server` binary to start; default: the one next to this executable.
     #[arg(long, conflicts_with = "server")]
     server_bin: Option<PathBuf>,
+    /// The `activations-echo` binary (the warm ceiling); default: the one next to this
+    /// executable.
+    #[arg(long)]
+    echo_bin: Option<PathBuf>,
     /// The dataset's files (the cold ceiling reads them too).
     #[arg(long, default_value = "target/bench-data")]
     dataset_dir: PathBuf,
@@ -117,16 +121,24 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (layers, neurons) = dataset(&args)?;
+    let next_to_this = |name: &str| std::env::current_exe().map(|exe| exe.with_file_name(name));
+    let echo_binary = match &args.echo_bin {
+        Some(binary) => binary.clone(),
+        None => next_to_this("activations-echo")?,
+    };
     let launcher = match (&args.server, &args.server_bin) {
         (Some(url), _) => Launcher::External {
             url: url.clone(),
             pid: args.server_pid,
+            echo_binary,
         },
         (None, Some(binary)) => Launcher::Process {
             binary: binary.clone(),
+            echo_binary,
         },
         (None, None) => Launcher::Process {
-            binary: std::env::current_exe()?.with_file_name("activations-server"),
+            binary: next_to_this("activations-server")?,
+            echo_binary,
         },
     };
     let plan = Plan {
