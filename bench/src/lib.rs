@@ -17,7 +17,8 @@
 //! - [`error`]: why a run stopped.
 //!
 //! `src/bin/` holds the thin binaries, `activations-datagen`, `activations-load`,
-//! `activations-echo` and `activations-soak`.
+//! `activations-echo` and `activations-soak`; `examples/warm_instructions.rs` runs warm calls
+//! with client and server on one thread, to count what a call costs under callgrind.
 
 pub mod chart;
 pub mod datagen;
