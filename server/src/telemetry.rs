@@ -125,8 +125,9 @@ impl fmt::Display for SelectionSummary<'_> {
 /// DEBUG, on the target of the per-call lines, so that `activations_server::requests=debug`
 /// turns on both and the default `info` log creates no span at all: an enabled span costs every
 /// call a registry entry, its fields formatted as they are recorded, and an enter and exit per
-/// poll (about 8,000 instructions of a warm call's 70,000 on the server, callgrind). The
-/// warnings of a call name what it reads in their messages either way.
+/// poll: about 9,000 instructions per warm call, some 7% of what client and server spend on it
+/// together (`bench/examples/warm_instructions.rs` under callgrind). The warnings of a call name
+/// what it reads in their messages either way.
 fn call_span(rpc: &str) -> Span {
     tracing::debug_span!(
         target: "activations_server::requests",
