@@ -1,52 +1,86 @@
 #!/usr/bin/env bash
 # The side-by-side comparison: the reference Python loader against the service, on the same
-# synthetic dataset (target/bench-data, made by scripts/bench.sh), with the same work per neuron
-# (load it, cut its four splits with n_examples_per_split=5).
+# synthetic dataset (target/bench-data, generated first if missing, as scripts/bench.sh does),
+# with the same work per neuron (load it, cut its four splits with n_examples_per_split=5).
 #
-# Python: scripts/bench-python.sh, one neuron after another and with a thread pool, over a local
-# HTTP server of the dataset, three times (the median run of each is compared). The service: the
-# cold scenario of activations-load (every neuron read from storage and parsed; one
-# StreamNeuronSplits call per neuron, all four splits) and its bulk stream, from
-# target/bench-report/results.json, which scripts/bench.sh writes; it is run first if that file
-# is missing or BENCH_RERUN=1. Prints both and the ratio.
+# The two are measured in paired rounds (ROUNDS, default 5), so that a machine that speeds up or
+# slows down between measurements moves both sides of each ratio:
+# - Python: scripts/bench-python.sh, one neuron after another and with a thread pool, over a
+#   local HTTP server of the dataset; the faster of the two counts.
+# - The service: `activations-load --cold-only --repeat 1`, the cold scenario (a fresh server,
+#   every neuron read from storage and parsed, one StreamNeuronSplits call per neuron, all four
+#   splits) and its in-process ceiling.
+# The order alternates between rounds (Python first in odd rounds, the service first in even
+# ones). Prints every round and the median of the rounds' ratios.
 #
 # Usage: scripts/bench-compare.sh [N]   (N: neurons the Python loader reads, default 200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 neurons=${1:-200}
+rounds=${ROUNDS:-5}
+target_dir=${CARGO_TARGET_DIR:-target}
 data_dir=${BENCH_DATA:-target/bench-data}
-report=target/bench-report/results.json
 
-if [ ! -f "$report" ] || [ "${BENCH_RERUN:-0}" = 1 ]; then
-  scripts/bench.sh >&2
+cargo build --release --locked -p activations-server -p activations-bench
+if [ ! -f "$data_dir/manifest.json" ]; then
+  "$target_dir/release/activations-datagen" --out "$data_dir" \
+    --layers "${BENCH_LAYERS:-4}" --neurons "${BENCH_NEURONS:-1024}"
 fi
-# Three runs of the Python loader; the median per thread count is compared, as the service's
-# figures are medians of three runs too.
-python_runs=$(for _ in 1 2 3; do scripts/bench-python.sh "$data_dir" "$neurons" | grep '^{'; done)
 
-python3 - "$report" "$python_runs" <<'PY'
-import json, sys
+python_round() {
+  scripts/bench-python.sh "$data_dir" "$neurons" | grep '^{' | sed 's/^/python /'
+}
+service_round() {
+  echo "service $("$target_dir/release/activations-load" \
+    --server-bin "$target_dir/release/activations-server" \
+    --dataset-dir "$data_dir" --cold-only --repeat 1)"
+}
 
-report = json.load(open(sys.argv[1]))
-all_runs = [json.loads(line) for line in sys.argv[2].splitlines()]
-runs = []
-for threads in sorted({run["threads"] for run in all_runs}):
-    same = sorted((r for r in all_runs if r["threads"] == threads), key=lambda r: r["neurons_per_s"])
-    runs.append(same[len(same) // 2])
-best = max(runs, key=lambda run: run["neurons_per_s"])
-cold = report["results"]["cold"]
-ceiling = report["results"]["cold_ceiling"]
-service = cold["neurons_per_second"]
-print("| reader | neurons/s |")
-print("| --- | --- |")
-for run in runs:
-    print(f"| Python reference loader, {run['threads']} thread(s), median of 3 | {run['neurons_per_s']:.1f} |")
-print(f"| service, cold (c={cold['concurrency']}) | {service:.1f} |")
-bulk = report["results"]["bulk"][0]["figures"]["neurons_per_second"]
-print(f"| service, one bulk stream, cold cache | {bulk:.1f} |")
-print(f"| in-process read + parse (ceiling) | {ceiling['neurons_per_second']:.1f} |")
+measured=""
+for round in $(seq "$rounds"); do
+  echo "round $round of $rounds" >&2
+  if [ $((round % 2)) = 1 ]; then
+    lines="$(python_round)"$'\n'"$(service_round)"
+  else
+    lines="$(service_round)"$'\n'"$(python_round)"
+  fi
+  measured+="$(sed "s/^/$round /" <<<"$lines")"$'\n'
+done
+
+python3 - "$measured" <<'PY'
+import json, statistics, sys
+
+rounds = {}
+for line in sys.argv[1].splitlines():
+    if not line.strip():
+        continue
+    number, kind, text = line.split(" ", 2)
+    entry = rounds.setdefault(int(number), {"python": []})
+    if kind == "python":
+        entry["python"].append(json.loads(text))
+    else:
+        entry["service"] = json.loads(text)
+
+print("| round | Python, 1 thread | Python, threads | best Python | service cold | ceiling | service / best Python | service / ceiling |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+ratios, pythons, services, ceiling_shares = [], [], [], []
+for number in sorted(rounds):
+    entry = rounds[number]
+    by_threads = sorted(entry["python"], key=lambda run: run["threads"])
+    best = max(run["neurons_per_s"] for run in by_threads)
+    service = entry["service"]["cold"]["neurons_per_second"]
+    ceiling = entry["service"]["cold_ceiling"]["neurons_per_second"]
+    ratios.append(service / best)
+    pythons.append(best)
+    services.append(service)
+    ceiling_shares.append(service / ceiling)
+    cells = " | ".join(f"{run['neurons_per_s']:.1f}" for run in by_threads)
+    print(f"| {number} | {cells} | {best:.1f} | {service:.0f} | {ceiling:.0f} | {service / best:.1f}x | {100 * service / ceiling:.0f}% |")
 print()
-print(f"service / best Python: {service / best['neurons_per_s']:.1f}x (bulk stream: {bulk / best['neurons_per_s']:.1f}x)")
-print(f"service / in-process ceiling: {100 * service / ceiling['neurons_per_second']:.0f}%")
+print(f"median of {len(ratios)} rounds: service cold {statistics.median(services):.0f} neurons/s, "
+      f"best Python {statistics.median(pythons):.1f} neurons/s")
+print(f"service / best Python: median {statistics.median(ratios):.1f}x "
+      f"(rounds {min(ratios):.1f}x to {max(ratios):.1f}x)")
+print(f"service / in-process ceiling: median {100 * statistics.median(ceiling_shares):.0f}%")
 PY

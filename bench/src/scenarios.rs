@@ -194,6 +194,15 @@ pub struct Results {
     pub memory: MemoryRun,
 }
 
+/// The cold scenario and its in-process ceiling, run back to back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdResults {
+    /// Whether the cold runs got a server started for them (false against `--server URL`).
+    pub fresh_servers: bool,
+    pub cold: Figures,
+    pub cold_ceiling: Figures,
+}
+
 /// Runs every scenario and ceiling of `plan`, each scenario against a server from `launcher`,
 /// logging progress on stderr.
 ///
@@ -202,24 +211,11 @@ pub struct Results {
 /// The first failure: a server that does not start, a failed call, an unreadable file.
 pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchError> {
     let runs = plan.repeat.max(1);
-    let paths = cold_paths(plan);
-    tokio::task::spawn_blocking(move || prime_page_cache(&paths))
-        .await
-        .expect("the page-cache reader panicked")?;
-    let (cold, fresh_servers) = median_run(
-        runs,
-        "cold",
-        || cold(plan, launcher),
-        |(figures, _)| figures,
-    )
-    .await?;
-    let cold_ceiling = median_run(
-        runs,
-        "cold ceiling",
-        || cold_ceiling(plan),
-        |figures| figures,
-    )
-    .await?;
+    let ColdResults {
+        fresh_servers,
+        cold,
+        cold_ceiling,
+    } = run_cold(plan, launcher).await?;
     let mut warm_runs = Vec::with_capacity(runs);
     for _ in 0..runs {
         warm_runs.push(warm(plan, launcher).await?);
@@ -248,6 +244,41 @@ pub async fn run_all(plan: &Plan, launcher: &Launcher) -> Result<Results, BenchE
         warm_ceiling: warm.echo,
         bulk,
         memory,
+    })
+}
+
+/// Only the cold scenario and its ceiling (the median of `plan.repeat` runs each), after
+/// reading the cold files once so that both find them in the page cache. The comparison with
+/// the Python loader runs this between the loader's runs, so that both meet the machine in the
+/// same state.
+///
+/// # Errors
+///
+/// As [`run_all`].
+pub async fn run_cold(plan: &Plan, launcher: &Launcher) -> Result<ColdResults, BenchError> {
+    let runs = plan.repeat.max(1);
+    let paths = cold_paths(plan);
+    tokio::task::spawn_blocking(move || prime_page_cache(&paths))
+        .await
+        .expect("the page-cache reader panicked")?;
+    let (cold, fresh_servers) = median_run(
+        runs,
+        "cold",
+        || cold(plan, launcher),
+        |(figures, _)| figures,
+    )
+    .await?;
+    let cold_ceiling = median_run(
+        runs,
+        "cold ceiling",
+        || cold_ceiling(plan),
+        |figures| figures,
+    )
+    .await?;
+    Ok(ColdResults {
+        fresh_servers,
+        cold,
+        cold_ceiling,
     })
 }
 

@@ -6,7 +6,7 @@ use activations_bench::{
     datagen::{DatasetSpec, write_dataset},
     launcher::Launcher,
     report,
-    scenarios::{Plan, run_all},
+    scenarios::{Plan, run_all, run_cold},
 };
 use activations_server::layout::Layout;
 
@@ -33,8 +33,7 @@ fn tiny_plan(dataset_dir: std::path::PathBuf) -> Plan {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_reports_a_positive_throughput_and_the_chart_is_drawn() {
+fn tiny_dataset() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let spec = DatasetSpec {
         layers: 2,
@@ -43,6 +42,12 @@ async fn every_scenario_reports_a_positive_throughput_and_the_chart_is_drawn() {
         layout: Layout::Flat,
     };
     write_dataset(dir.path(), &spec, 2).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_reports_a_positive_throughput_and_the_chart_is_drawn() {
+    let dir = tiny_dataset();
     let plan = tiny_plan(dir.path().to_path_buf());
 
     let results = run_all(&plan, &Launcher::InProcess).await.unwrap();
@@ -92,4 +97,31 @@ async fn every_scenario_reports_a_positive_throughput_and_the_chart_is_drawn() {
     let svg = chart::latency_svg(&results.warm, &results.warm_ceiling);
     assert!(svg.starts_with("<svg"));
     assert_eq!(svg.matches("<polyline").count(), 6);
+}
+
+/// What `activations-load --cold-only` prints, and `scripts/bench-compare.sh` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cold_run_alone_reads_every_neuron_once_on_both_sides() {
+    let dir = tiny_dataset();
+    let plan = tiny_plan(dir.path().to_path_buf());
+
+    let results = run_cold(&plan, &Launcher::InProcess).await.unwrap();
+
+    assert!(results.fresh_servers);
+    assert_eq!(results.cold.requests, 16);
+    assert_eq!(results.cold.neurons, 16);
+    assert_eq!(results.cold.records, 16 * 35);
+    assert_eq!(results.cold_ceiling.neurons, 16);
+    assert!(results.cold.neurons_per_second > 0.0);
+    assert!(results.cold_ceiling.neurons_per_second > 0.0);
+    let json: serde_json::Value = serde_json::to_value(&results).unwrap();
+    for path in [
+        "/cold/neurons_per_second",
+        "/cold_ceiling/neurons_per_second",
+    ] {
+        assert!(
+            json.pointer(path).is_some_and(serde_json::Value::is_f64),
+            "{path} in {json}"
+        );
+    }
 }

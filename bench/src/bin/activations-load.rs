@@ -7,7 +7,7 @@ use activations_bench::{
     datagen::{DatasetSpec, write_dataset},
     launcher::Launcher,
     report::{self, JsonReport, Targets},
-    scenarios::{Plan, run_all},
+    scenarios::{Plan, run_all, run_cold},
 };
 use activations_server::{
     layout::Layout,
@@ -101,6 +101,11 @@ struct Args {
     /// Print the results as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Run only the cold scenario and its ceiling, and print their figures as JSON (no
+    /// report is written): what `scripts/bench-compare.sh` runs between the Python loader's
+    /// runs.
+    #[arg(long)]
+    cold_only: bool,
 }
 
 /// The same allocator as the server's (mimalloc), so the client side of a benchmark costs what
@@ -161,6 +166,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         memory_passes: args.memory_passes,
         repeat: args.repeat.max(1),
     };
+    if args.cold_only {
+        let results = run_cold(&plan, &launcher).await?;
+        println!("{}", serde_json::to_string(&results)?);
+        return Ok(());
+    }
     let results = run_all(&plan, &launcher).await?;
 
     let machine = report::machine();
