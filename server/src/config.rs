@@ -34,6 +34,8 @@ pub struct Config {
     /// `bundled:gpt2-xl-sample`. `?layers=L&neurons=N` declares the shape of a store that
     /// cannot be listed; `?layout=` fixes the layout. With none, the bundled sample is
     /// served. In the environment, separate datasets with commas.
+    // The URIs are examples of a form, not links; this text is also `--help`'s.
+    #[allow(rustdoc::bare_urls)]
     #[arg(
         long = "dataset",
         value_name = "NAME=URI",

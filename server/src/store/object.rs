@@ -43,8 +43,8 @@ impl ObjectNeuronStore {
     }
 
     /// Marks the store as local files (`LocalFileSystem`), read where they are parsed: one
-    /// hand-off to a reader thread for opening, reading and parsing a file (see
-    /// [`readers`](super::readers)).
+    /// hand-off to a reader thread for opening, reading and parsing a file (see the store's
+    /// `readers` module).
     pub fn with_local_reads(mut self) -> Self {
         self.local = true;
         self
