@@ -28,24 +28,28 @@ if [ ! -f "$data_dir/manifest.json" ]; then
     --layers "${BENCH_LAYERS:-4}" --neurons "${BENCH_NEURONS:-1024}"
 fi
 
+# Each measurement is its own assignment, so that a failed one stops the script (set -e).
 python_round() {
-  scripts/bench-python.sh "$data_dir" "$neurons" | grep '^{' | sed 's/^/python /'
+  python=$(scripts/bench-python.sh "$data_dir" "$neurons" | grep '^{')
+  measured+="$(sed "s/^/$round python /" <<<"$python")"$'\n'
 }
 service_round() {
-  echo "service $("$target_dir/release/activations-load" \
+  service=$("$target_dir/release/activations-load" \
     --server-bin "$target_dir/release/activations-server" \
-    --dataset-dir "$data_dir" --cold-only --repeat 1)"
+    --dataset-dir "$data_dir" --cold-only --repeat 1)
+  measured+="$round service $service"$'\n'
 }
 
 measured=""
 for round in $(seq "$rounds"); do
   echo "round $round of $rounds" >&2
   if [ $((round % 2)) = 1 ]; then
-    lines="$(python_round)"$'\n'"$(service_round)"
+    python_round
+    service_round
   else
-    lines="$(service_round)"$'\n'"$(python_round)"
+    service_round
+    python_round
   fi
-  measured+="$(sed "s/^/$round /" <<<"$lines")"$'\n'
 done
 
 python3 - "$measured" <<'PY'
@@ -62,8 +66,10 @@ for line in sys.argv[1].splitlines():
     else:
         entry["service"] = json.loads(text)
 
-print("| round | Python, 1 thread | Python, threads | best Python | service cold | ceiling | service / best Python | service / ceiling |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+thread_counts = sorted({run["threads"] for entry in rounds.values() for run in entry["python"]})
+python_columns = " | ".join(f"Python, {n} thread{'s' if n > 1 else ''}" for n in thread_counts)
+print(f"| round | {python_columns} | best Python | service cold | ceiling | service / best Python | service / ceiling |")
+print("| --- | " + "---: | " * (len(thread_counts) + 5))
 ratios, pythons, services, ceiling_shares = [], [], [], []
 for number in sorted(rounds):
     entry = rounds[number]
