@@ -110,7 +110,7 @@ impl Launcher {
                     .arg(dataset_arg(dataset_dir))
                     .arg("--cache-bytes")
                     .arg(cache_bytes.to_string());
-                spawn(command, binary, &[]).await
+                spawn(command, &[]).await
             }
             Launcher::InProcess => serve_here(dataset_dir, cache_bytes).await,
             Launcher::External { url, pid, .. } => Ok(RunningServer {
@@ -134,7 +134,7 @@ impl Launcher {
             Launcher::Process { echo_binary, .. } | Launcher::External { echo_binary, .. } => {
                 let mut command = Command::new(echo_binary);
                 command.args(["--listen", "127.0.0.1:0"]);
-                spawn(command, echo_binary, &service.to_delimited()).await
+                spawn(command, &service.to_delimited()).await
             }
             Launcher::InProcess => {
                 let echo = EchoServer::start(service).await?;
@@ -154,12 +154,9 @@ fn dataset_arg(dataset_dir: &Path) -> String {
     format!("{DATASET_NAME}={}", dataset_dir.display())
 }
 
-/// Runs `command` (of `binary`) with `input` on its stdin, until it logs its `listening` line.
-async fn spawn(
-    mut command: Command,
-    binary: &Path,
-    input: &[u8],
-) -> Result<RunningServer, BenchError> {
+/// Runs `command` with `input` on its stdin, until it logs its `listening` line.
+async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, BenchError> {
+    let binary = PathBuf::from(command.as_std().get_program());
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -167,11 +164,15 @@ async fn spawn(
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| BenchError::Spawn {
-            binary: binary.to_path_buf(),
+            binary: binary.clone(),
             source,
         })?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin.write_all(input).await?;
+    // A child that exits before reading its input breaks the pipe: say which one.
+    if let Err(error) = stdin.write_all(input).await {
+        let failed = format!("{}: writing its input: {error}", binary.display());
+        return Err(BenchError::ServerStart(failed));
+    }
     drop(stdin);
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
@@ -194,9 +195,8 @@ async fn spawn(
         }
         Ok(Err(error)) => return Err(BenchError::ServerStart(error.to_string())),
         Err(_) => {
-            return Err(BenchError::ServerStart(
-                "no `listening` line within 60 s".to_string(),
-            ));
+            let silent = format!("{}: no `listening` line within 60 s", binary.display());
+            return Err(BenchError::ServerStart(silent));
         }
     };
     // Keep draining the log, or the server would block on a full pipe.
