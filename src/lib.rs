@@ -69,3 +69,63 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use prost_types::{FileDescriptorProto, FileDescriptorSet};
+
+    use super::FILE_DESCRIPTOR_SET;
+
+    /// The descriptor set of the released contract, compiled from `proto/` when it was frozen.
+    /// Regenerate it only for a deliberate, compatible change of the contract.
+    const RELEASED: &[u8] = include_bytes!("../proto/snapshot/descriptor_set_v1.binpb");
+
+    /// Each file's descriptor without its comments and source positions: what crosses the wire.
+    fn contract(bytes: &[u8]) -> Vec<FileDescriptorProto> {
+        let set = FileDescriptorSet::decode(bytes).expect("a descriptor set decodes");
+        set.file
+            .into_iter()
+            .map(|file| FileDescriptorProto {
+                source_code_info: None,
+                ..file
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wire_contract_is_the_released_one() {
+        let compiled = contract(FILE_DESCRIPTOR_SET);
+        let released = contract(RELEASED);
+        let names = |files: &[FileDescriptorProto]| -> Vec<String> {
+            files.iter().map(|f| f.name().to_string()).collect()
+        };
+        assert_eq!(names(&compiled), names(&released), "the contract's files");
+        for (now, then) in compiled.iter().zip(&released) {
+            for (message, before) in now.message_type.iter().zip(&then.message_type) {
+                assert_eq!(
+                    message,
+                    before,
+                    "message {} of {}",
+                    before.name(),
+                    then.name()
+                );
+            }
+            for (service, before) in now.service.iter().zip(&then.service) {
+                assert_eq!(
+                    service,
+                    before,
+                    "service {} of {}",
+                    before.name(),
+                    then.name()
+                );
+            }
+            assert_eq!(
+                now,
+                then,
+                "{} (enums, options or the count of messages)",
+                then.name()
+            );
+        }
+    }
+}
