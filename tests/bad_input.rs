@@ -9,7 +9,8 @@ use activations_e2e::{
     fixtures::{self, REAL_NEURON},
     open_datasets, start_service,
 };
-use activations_server::{bulk::BulkSettings, layout::LayoutChoice, service::ActivationsService};
+use activations_format::layout::LayoutChoice;
+use activations_server::{bulk::BulkSettings, service::ActivationsService};
 use futures::StreamExt;
 use pb::activation_service_client::ActivationServiceClient;
 use tonic::{Code, Status, transport::Channel};

@@ -12,8 +12,9 @@ use activations_e2e::{
     http::FaultyHttpServer,
     open_datasets, serve_dir, serve_uris, start_service,
 };
+use activations_format::layout::LayoutChoice;
 use activations_server::{
-    bulk::BulkSettings, layout::LayoutChoice, location::StorageOptions, service::ActivationsService,
+    bulk::BulkSettings, location::StorageOptions, service::ActivationsService,
 };
 use bytes::Bytes;
 use futures::StreamExt;

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::Path, process::ExitCode, time::Duration};
 
-use activations_client::cli::{self, Cli, RunError};
+use activations_cli::{self as cli, Cli, RunError};
 use activations_e2e::{
     TestServer, conformance,
     fixtures::{REAL_NEURON, neuron, to_json, write_neuron},

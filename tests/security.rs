@@ -18,12 +18,12 @@ use activations_e2e::{
     fixtures, open_datasets, start_secured,
     tools::grpcurl,
 };
+use activations_format::layout::LayoutChoice;
 use activations_server::{
     Datasets,
     bulk::BulkSettings,
     config::Config,
     dataset::OpenOptions,
-    layout::LayoutChoice,
     security::{AuthPolicy, AuthTokens, Security, ServerTls},
     service::ActivationsService,
 };
@@ -279,7 +279,7 @@ async fn channel(server: &TestServer) -> tonic::transport::Channel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reads_over_mutual_tls_with_a_token_file() {
-    use activations_client::cli::{self, Cli};
+    use activations_cli::{self as cli, Cli};
 
     let pki = TestPki::new();
     let server = serve(Security {

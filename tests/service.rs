@@ -6,7 +6,7 @@ use activations_e2e::{
     fixtures::{self, REAL_NEURON},
     open_datasets, serve_bundled, serve_dir, start_server,
 };
-use activations_server::layout::LayoutChoice;
+use activations_format::layout::LayoutChoice;
 use futures::TryStreamExt;
 use pb::activation_service_client::ActivationServiceClient;
 use tonic::{Code, codec::CompressionEncoding};
@@ -430,7 +430,7 @@ async fn health_reports_serving_for_the_server_and_the_service() {
 
 #[tokio::test]
 async fn cli_commands_print_what_the_sdk_returns() {
-    use activations_client::cli::{self, Cli};
+    use activations_cli::{self as cli, Cli};
     use clap::Parser;
     let server = serve_bundled().await;
     let url = server.url();

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use activations_client::cli::{self, Cli};
+use activations_cli::{self as cli, Cli};
 use activations_e2e::{
     TestServer,
     azurite::Azurite,
@@ -13,7 +13,8 @@ use activations_e2e::{
     s3::S3Emulator,
     serve_dir, serve_uris,
 };
-use activations_server::{location::StorageOptions, shape::MANIFEST_FILE};
+use activations_format::shape::MANIFEST_FILE;
+use activations_server::location::StorageOptions;
 use clap::Parser;
 
 /// One dataset directory in each layout, and a server reading the flat one from local disk:

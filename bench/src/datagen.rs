@@ -22,12 +22,12 @@ use std::{
     },
 };
 
-use activations_proto::pb;
-use activations_server::{
+use activations_format::{
     layout::Layout,
     neuron_json::{parse_neuron_record, write_neuron_record},
     shape::{MANIFEST_FILE, Shape},
 };
+use activations_proto::pb;
 
 /// Records in `most_positive_activation_records` and in `random_sample`.
 pub const RECORDS_PER_SOURCE: usize = 50;

@@ -23,8 +23,8 @@ use std::{
 use activations_client::{
     ActivationsClient, Compression, NeuronId, NeuronSplitsStream, Selection, Split, neuron_id, pb,
 };
+use activations_format::{layout::Layout, neuron_json};
 use activations_proto::wire;
-use activations_server::{layout::Layout, neuron_json};
 use futures::TryStreamExt;
 use prost::Message;
 use serde::Serialize;

@@ -8,7 +8,7 @@ use activations_bench::{
     report,
     scenarios::{Plan, run_all, run_cold},
 };
-use activations_server::layout::Layout;
+use activations_format::layout::Layout;
 
 fn tiny_plan(dataset_dir: std::path::PathBuf) -> Plan {
     Plan {

@@ -1,4 +1,4 @@
-//! Rust SDK and command-line client of the neuron activation service, which serves the
+//! Rust SDK of the neuron activation service, which serves the
 //! activation records of OpenAI's neuron-explainer datasets cut into train/calibration/valid/test
 //! splits exactly as the Python module `neuron_explainer.activations.activations` cuts them.
 //!
@@ -17,8 +17,6 @@
 //!   explainer and simulator prompts compute them.
 //! - [`error`]: [`Error`], by category, and [`StatusError`], a gRPC status with its decoded rich
 //!   error details.
-//! - [`cli`]: the `activations` command (arguments, output, exit codes); `src/bin/activations.rs`
-//!   only calls it.
 //! - [`pb`]: the generated messages of the contract, re-exported from `activations-proto`.
 //!
 //! # Examples
@@ -39,7 +37,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bulk;
-pub mod cli;
 pub mod client;
 pub mod error;
 pub mod explain;

@@ -5,7 +5,7 @@
 #![no_main]
 
 use activations_proto::pb;
-use activations_server::neuron_json::{ParseError, parse_neuron_record, write_neuron_record};
+use activations_format::neuron_json::{ParseError, parse_neuron_record, write_neuron_record};
 use libfuzzer_sys::fuzz_target;
 
 /// The loader under test, in one place: a new entry point of the loader is fuzzed by

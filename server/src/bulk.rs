@@ -19,12 +19,14 @@ use prost::Message;
 use tonic::Status;
 use tracing::Instrument as _;
 
+use activations_format::{
+    neuron::NeuronKey,
+    splits::{Split, SplitPlan, split_record},
+};
+
 use crate::{
     dataset::{Dataset, Datasets},
     error::{ServiceError, Subject},
-    neuron::NeuronKey,
-    service::parse_split,
-    splits::{Source, Split, SplitPlan},
     store::StoreError,
 };
 
@@ -160,7 +162,8 @@ fn parse_splits(values: &[i32]) -> Result<Vec<Split>, ServiceError> {
     }
     let mut splits = Vec::with_capacity(values.len());
     for &value in values {
-        let split = parse_split("splits", value)?;
+        let split =
+            Split::try_from(value).map_err(|e| ServiceError::invalid("splits", e.to_string()))?;
         if splits.contains(&split) {
             return Err(ServiceError::invalid(
                 "splits",
@@ -382,12 +385,7 @@ impl Job {
         };
         let mut plans = Vec::with_capacity(self.splits.len());
         for &split in &self.splits {
-            let plan = SplitPlan::new(
-                split,
-                self.n,
-                record.most_positive_activation_records.len(),
-                record.random_sample.len(),
-            );
+            let plan = SplitPlan::for_record(split, self.n, &record);
             match plan {
                 Ok(plan) => plans.push((split, plan)),
                 Err(detail) => {
@@ -404,15 +402,7 @@ impl Job {
         let mut size = 0;
         for (i, (_, plan)) in plans.iter().enumerate() {
             for (source, index) in plan.entries() {
-                let list = match source {
-                    Source::TopActivating => &record.most_positive_activation_records,
-                    Source::Random => &record.random_sample,
-                };
-                let entry = wire::SplitActivationRecord {
-                    record: Some(list[index].clone()),
-                    source: wire::RecordSource::from(source).into(),
-                    source_index: index as u32,
-                };
+                let entry = split_record(&record, source, index);
                 let len = entry.encoded_len();
                 if len > MAX_RECORD_BYTES {
                     return Ok(vec![failed(ServiceError::invalid(

@@ -4,10 +4,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use activations_format::layout::LayoutChoice;
+
 use crate::{
     bulk::BulkSettings,
     dataset::{DatasetSpec, OpenOptions},
-    layout::LayoutChoice,
     limits::Limits,
     location::StorageOptions,
     security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
@@ -301,7 +302,7 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Layout;
+    use activations_format::layout::Layout;
 
     #[test]
     fn flags_set_listen_datasets_and_layout() {

@@ -2,29 +2,22 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
 
-use object_store::{ObjectStore, ObjectStoreExt, memory::InMemory, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+
+use activations_format::{
+    layout::{Layout, LayoutChoice},
+    neuron::NeuronKey,
+    shape::{MANIFEST_FILE, Shape},
+};
 
 use crate::{
     error::ServiceError,
-    layout::{Layout, LayoutChoice},
-    location::{self, Backend, Location, StorageOptions},
-    metrics::{Metrics, StorageMetrics},
-    shape::{MANIFEST_FILE, Shape},
+    location::{self, BUNDLED_NAME, BUNDLED_URI, Backend, Location, StorageOptions},
+    metrics::{Metrics, ObservedStore, StorageMetrics},
     store::{
-        CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ObservedStore, ShapedStore,
-        StoreError,
+        CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ShapedStore, StoreError, below,
     },
 };
-
-/// Name of the dataset served when no `--dataset` is given.
-pub const BUNDLED_NAME: &str = "gpt2-xl-sample";
-/// URI of the bundled sample: the public GPT-2 XL file of layer 1, neuron 1, compiled into the
-/// server so it runs anywhere without data.
-pub const BUNDLED_URI: &str = "bundled:gpt2-xl-sample";
-const BUNDLED_FILES: &[(&str, &[u8])] = &[(
-    "1/1.json",
-    include_bytes!("../../data/gpt2-xl-sample/collated-activations/1/1.json"),
-)];
 
 /// One `--dataset NAME=URI` setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +150,7 @@ impl Dataset {
             })?;
         let remote = !matches!(location.backend, Backend::Bundled | Backend::Local(_));
         let store = match &location.backend {
-            Backend::Bundled => bundled_store().await,
+            Backend::Bundled => location::open_bundled().await,
             Backend::Local(path) => {
                 location::open_local(path).map_err(|reason| ConfigError::Directory {
                     name: spec.name.clone(),
@@ -267,20 +260,6 @@ pub async fn list_shape(uri: &str, options: &OpenOptions) -> Result<(Shape, Layo
     Ok((Shape::from_listing(listed), dataset.layout))
 }
 
-async fn bundled_store() -> Arc<dyn ObjectStore> {
-    let store = InMemory::new();
-    for (path, bytes) in BUNDLED_FILES {
-        store
-            .put(
-                &Path::from(*path),
-                object_store::PutPayload::from_static(bytes),
-            )
-            .await
-            .expect("an in-memory put cannot fail");
-    }
-    Arc::new(store)
-}
-
 /// Reads `manifest.json` at the root: `Ok(None)` if there is none.
 async fn read_manifest(
     store: &dyn ObjectStore,
@@ -323,9 +302,13 @@ async fn detect_layout(
         }
     }
     if let Some((layer, neuron)) = shape.and_then(Shape::first_neuron) {
-        let key = crate::neuron::NeuronKey::new(layer, neuron);
+        let key = NeuronKey::new(layer, neuron);
         for layout in [Layout::Flat, Layout::Neurons] {
-            if store.head(&layout.neuron_path(root, key)).await.is_ok() {
+            if store
+                .head(&below(root, &layout.neuron_file(key)))
+                .await
+                .is_ok()
+            {
                 return Ok(layout);
             }
         }
@@ -439,7 +422,7 @@ impl fmt::Display for Datasets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neuron::NeuronKey;
+    use activations_format::neuron::NeuronKey;
 
     fn fixed(layout: Layout) -> OpenOptions {
         OpenOptions {

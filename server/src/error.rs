@@ -9,12 +9,12 @@ use std::{collections::HashMap, fmt, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{
+use activations_format::{
     neuron::NeuronKey,
-    security::Refusal,
     splits::{NotEnoughRecords, Split},
-    store::StoreError,
 };
+
+use crate::store::StoreError;
 
 /// The `ErrorInfo.domain` of every error this service sends.
 pub const ERROR_DOMAIN: &str = "activations.neuron-explainer";
@@ -94,6 +94,38 @@ pub enum ServiceError {
 
     #[error("{0}")]
     Unauthenticated(Refusal),
+}
+
+/// Why a call was refused; the status message tells the caller what to send instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "this server requires a bearer token: send the metadata header \
+         `authorization: Bearer <token>` (grpcurl: -H 'authorization: Bearer <token>'; \
+         the activations CLI: --token-file FILE or ACTIVATIONS_TOKEN)"
+    )]
+    Missing,
+    #[error(
+        "the authorization header is not a bearer token: send it as \
+         `authorization: Bearer <token>`, the word Bearer, one space, then the token"
+    )]
+    Malformed,
+    #[error(
+        "the bearer token in the authorization header is not accepted by this server: \
+         check the token, or ask the server's operator for one"
+    )]
+    UnknownToken,
+}
+
+impl Refusal {
+    /// The `ErrorInfo.reason` of the status.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Missing => "MISSING_BEARER_TOKEN",
+            Refusal::Malformed => "MALFORMED_AUTHORIZATION",
+            Refusal::UnknownToken => "INVALID_BEARER_TOKEN",
+        }
+    }
 }
 
 impl ServiceError {
@@ -288,7 +320,7 @@ fn neuron_metadata(dataset: &str, subject: Subject) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::splits::Source;
+    use activations_format::splits::Source;
 
     #[test]
     fn too_few_records_is_failed_precondition_naming_neuron_split_and_counts() {

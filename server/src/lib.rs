@@ -4,13 +4,10 @@
 //!
 //! # Layout
 //!
-//! Pure logic, no I/O, tested in place:
-//! - [`neuron_json`]: decodes (and writes) the public JSON files, `NaN` literals and all.
-//! - [`splits`]: `SplitPlan`, which records of a neuron make up each split.
-//! - [`neuron`]: `NeuronKey`, `max_activation` and the summary of a record.
-//! - [`layout`]: where a dataset keeps each neuron's file (flat or `neurons/`).
+//! The file format and the split rules (the JSON reader and writer, `SplitPlan`, layouts,
+//! declared shapes) are the `activations-format` crate's; this crate does the I/O and serving.
+//!
 //! - [`page_token`]: the opaque `ListNeurons` page tokens.
-//! - [`shape`]: a dataset's declared layers and neurons (`?layers=&neurons=`, `manifest.json`).
 //!
 //! I/O and serving:
 //! - [`location`]: dataset URIs and the `object_store` backend each opens (local, Azure, S3,
@@ -37,19 +34,14 @@ mod call_body;
 pub mod config;
 pub mod dataset;
 pub mod error;
-pub mod layout;
 pub mod limits;
 pub mod location;
 pub mod metrics;
-pub mod neuron;
-pub mod neuron_json;
 pub mod page_token;
 pub mod security;
 pub mod server;
 pub mod service;
-pub mod shape;
 pub mod shutdown;
-pub mod splits;
 pub mod store;
 pub mod telemetry;
 

@@ -10,7 +10,7 @@
 //! | `bundled:gpt2-xl-sample` | the sample compiled into the server |
 //!
 //! A query string carries per-dataset settings: `layers` and `neurons` declare the shape (see
-//! [`crate::shape`]), `layout` fixes the layout, and any other key is a configuration key of
+//! [`activations_format::shape`]), `layout` fixes the layout, and any other key is a configuration key of
 //! the backend, as `object_store` names it (for Azure, `use_emulator=true`,
 //! `skip_signature=true`, `access_key=...`; for S3, `endpoint=...`, `region=...`, ...). Backend
 //! settings also come from the backend's usual environment variables (`AZURE_*`, `AWS_*`,
@@ -23,21 +23,23 @@
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, RetryConfig,
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig,
     aws::{AmazonS3Builder, AmazonS3ConfigKey},
     azure::{AzureConfigKey, MicrosoftAzureBuilder},
     gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
     http::HttpBuilder,
     local::LocalFileSystem,
+    memory::InMemory,
     path::Path,
 };
 use url::Url;
 
-use crate::{
+use activations_format::{
     layout::{Layout, LayoutChoice},
-    metrics::StorageHttpConnector,
     shape::Shape,
 };
+
+use crate::metrics::StorageHttpConnector;
 
 /// A parsed dataset URI.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +85,16 @@ impl Backend {
     }
 }
 
+/// Name of the dataset served when no `--dataset` is given.
+pub const BUNDLED_NAME: &str = "gpt2-xl-sample";
+/// URI of the bundled sample: the public GPT-2 XL file of layer 1, neuron 1, compiled into the
+/// server so it runs anywhere without data.
+pub const BUNDLED_URI: &str = "bundled:gpt2-xl-sample";
+const BUNDLED_FILES: &[(&str, &[u8])] = &[(
+    "1/1.json",
+    include_bytes!("../../data/gpt2-xl-sample/collated-activations/1/1.json"),
+)];
+
 /// The scheme of the bundled sample's URI.
 pub const BUNDLED_SCHEME: &str = "bundled";
 
@@ -91,13 +103,10 @@ impl Location {
     pub fn parse(uri: &str) -> Result<Location, String> {
         let uri = uri.trim();
         if let Some(name) = uri.strip_prefix("bundled:") {
-            return if name == crate::dataset::BUNDLED_NAME {
+            return if name == BUNDLED_NAME {
                 Ok(Location::plain(Backend::Bundled, Path::default()))
             } else {
-                Err(format!(
-                    "the only bundled dataset is {}",
-                    crate::dataset::BUNDLED_URI
-                ))
+                Err(format!("the only bundled dataset is {}", BUNDLED_URI))
             };
         }
         if !uri.contains("://") {
@@ -194,7 +203,7 @@ impl Location {
                 return Err(format!(
                     "unsupported scheme {other}://; expected a local path, file://, az://, \
                      https://ACCOUNT.blob.core.windows.net/, s3://, gs://, http(s):// or {}",
-                    crate::dataset::BUNDLED_URI
+                    BUNDLED_URI
                 ));
             }
         };
@@ -435,6 +444,21 @@ where
         let key_parsed: K = key.parse().map_err(|e| format!("setting {key:?}: {e}"))?;
         Ok(set(builder, key_parsed, value))
     })
+}
+
+/// The bundled sample, in memory.
+pub async fn open_bundled() -> Arc<dyn ObjectStore> {
+    let store = InMemory::new();
+    for (path, bytes) in BUNDLED_FILES {
+        store
+            .put(
+                &Path::from(*path),
+                object_store::PutPayload::from_static(bytes),
+            )
+            .await
+            .expect("an in-memory put cannot fail");
+    }
+    Arc::new(store)
 }
 
 /// Opens a local directory, which must exist.

@@ -8,14 +8,17 @@ use activations_proto::wire::{self, activation_service_server::ActivationService
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use activations_format::{
+    neuron::{self, NeuronKey},
+    splits::{self, Split, SplitPlan},
+};
+
 use crate::{
     bulk::BulkSettings,
     dataset::{Dataset, Datasets},
     error::{ServiceError, Subject},
     metrics::Metrics,
-    neuron::{self, NeuronKey},
     page_token::{self, PageToken},
-    splits::{Source, Split, SplitPlan},
     telemetry,
 };
 
@@ -95,44 +98,6 @@ fn neuron_key(neuron_id: Option<wire::NeuronId>) -> Result<NeuronKey, ServiceErr
         .ok_or_else(|| ServiceError::invalid("neuron_id", "is required"))
 }
 
-/// A `Split` enum value of the request field `field`; SPLIT_UNSPECIFIED is refused.
-pub(crate) fn parse_split(field: &'static str, value: i32) -> Result<Split, ServiceError> {
-    match wire::Split::try_from(value) {
-        Ok(wire::Split::Train) => Ok(Split::Train),
-        Ok(wire::Split::Calibration) => Ok(Split::Calibration),
-        Ok(wire::Split::Valid) => Ok(Split::Valid),
-        Ok(wire::Split::Test) => Ok(Split::Test),
-        Ok(wire::Split::Unspecified) => Err(ServiceError::invalid(
-            field,
-            "is required: one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST",
-        )),
-        Err(_) => Err(ServiceError::invalid(
-            field,
-            format!("{value} is not a Split value (1 to 4)"),
-        )),
-    }
-}
-
-impl From<Split> for wire::Split {
-    fn from(split: Split) -> Self {
-        match split {
-            Split::Train => wire::Split::Train,
-            Split::Calibration => wire::Split::Calibration,
-            Split::Valid => wire::Split::Valid,
-            Split::Test => wire::Split::Test,
-        }
-    }
-}
-
-impl From<Source> for wire::RecordSource {
-    fn from(source: Source) -> Self {
-        match source {
-            Source::TopActivating => wire::RecordSource::TopActivating,
-            Source::Random => wire::RecordSource::Random,
-        }
-    }
-}
-
 /// The records of one split: a lazy stream over the shared neuron record, so nothing is copied
 /// before the client asks for it and a client that goes away stops the work.
 type RecordStream = Pin<Box<dyn Stream<Item = Result<wire::SplitActivationRecord, Status>> + Send>>;
@@ -155,32 +120,21 @@ impl ActivationService for ActivationsService {
         request: Request<wire::StreamActivationRecordsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
-        let split = parse_split("split", request.split)?;
+        let split = Split::try_from(request.split)
+            .map_err(|e| ServiceError::invalid("split", e.to_string()))?;
         let n = request.slice_params.and_then(|p| p.n_examples_per_split);
         let (dataset, key, record) = self.load(&request.dataset, request.neuron_id).await?;
-        let plan = SplitPlan::new(
-            split,
-            n,
-            record.most_positive_activation_records.len(),
-            record.random_sample.len(),
-        )
-        .map_err(|detail| ServiceError::NotEnoughRecords {
-            dataset: dataset.name.clone(),
-            neuron: key,
-            detail,
+        let plan = SplitPlan::for_record(split, n, &record).map_err(|detail| {
+            ServiceError::NotEnoughRecords {
+                dataset: dataset.name.clone(),
+                neuron: key,
+                detail,
+            }
         })?;
         tracing::debug!(dataset = %dataset.name, neuron = %key, %split, records = plan.len(), "streaming split");
-        let records = plan.entries().map(move |(source, index)| {
-            let list = match source {
-                Source::TopActivating => &record.most_positive_activation_records,
-                Source::Random => &record.random_sample,
-            };
-            Ok(wire::SplitActivationRecord {
-                record: Some(list[index].clone()),
-                source: wire::RecordSource::from(source).into(),
-                source_index: index as u32,
-            })
-        });
+        let records = plan
+            .entries()
+            .map(move |(source, index)| Ok(splits::split_record(&record, source, index)));
         let records = futures::stream::iter(records);
         Ok(Response::new(match &self.metrics {
             Some(metrics) => {

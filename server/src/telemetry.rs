@@ -39,10 +39,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Span, field};
 
-use crate::{
-    metrics::{Metrics, RpcLabels},
-    neuron::NeuronKey,
-};
+use activations_format::neuron::NeuronKey;
+
+use crate::metrics::{Metrics, RpcLabels};
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

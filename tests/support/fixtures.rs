@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use activations_format::neuron_json;
 use activations_proto::pb;
-use activations_server::neuron_json;
 
 /// The public GPT-2 XL file of layer 1, neuron 1, byte for byte.
 pub const REAL_NEURON: &[u8] = include_bytes!(concat!(

@@ -15,10 +15,10 @@ pub mod tools;
 use std::{net::SocketAddr, path::Path};
 
 use activations_client::ActivationsClient;
+use activations_format::layout::LayoutChoice;
 use activations_server::{
     DatasetSpec, Datasets,
     dataset::OpenOptions,
-    layout::LayoutChoice,
     security::Security,
     server::{ServeError, ServerSettings},
     service::ActivationsService,

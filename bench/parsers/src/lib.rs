@@ -45,13 +45,13 @@ pub struct ActivationRecord {
 /// The service's own parser (`NaN` literals and all), into the form it serves and caches:
 /// each record's protobuf encoding, in one buffer per neuron.
 pub fn service(bytes: &[u8]) -> wire::NeuronRecord {
-    activations_server::neuron_json::parse_neuron(bytes).expect("the service parses it")
+    activations_format::neuron_json::parse_neuron(bytes).expect("the service parses it")
 }
 
 /// The service's parser, then decoded into typed messages (a `String` per token, as the
 /// structs of the other parsers hold them).
 pub fn service_typed(bytes: &[u8]) -> pb::NeuronRecord {
-    activations_server::neuron_json::parse_neuron_record(bytes).expect("the service parses it")
+    activations_format::neuron_json::parse_neuron_record(bytes).expect("the service parses it")
 }
 
 /// `serde_json` into the typed record.

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use activations_bench::datagen::{DatasetSpec, write_dataset};
-use activations_server::layout::{Layout, LayoutChoice};
+use activations_format::layout::{Layout, LayoutChoice};
 use clap::Parser;
 
 /// Writes LAYERS x NEURONS neuron files shaped like the public GPT-2 XL data (~230 KB each),

@@ -9,7 +9,7 @@ use activations_bench::{
     report::{self, JsonReport, Targets},
     scenarios::{Plan, run_all, run_cold},
 };
-use activations_server::{
+use activations_format::{
     layout::Layout,
     shape::{MANIFEST_FILE, Shape},
 };

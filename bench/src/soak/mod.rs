@@ -20,7 +20,7 @@ use std::{
 };
 
 use activations_client::{ActivationsClient, RetryPolicy};
-use activations_server::shape::MANIFEST_FILE;
+use activations_format::shape::MANIFEST_FILE;
 use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -238,7 +238,7 @@ fn prepare_dataset(plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
         layers: plan.layers,
         neurons: plan.neurons,
         seed: plan.seed,
-        layout: activations_server::layout::Layout::Flat,
+        layout: activations_format::layout::Layout::Flat,
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     write_dataset(&plan.dataset_dir, &spec, threads)?;

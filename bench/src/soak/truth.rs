@@ -12,7 +12,7 @@ use std::{
 };
 
 use activations_client::pb;
-use activations_server::{
+use activations_format::{
     layout::Layout,
     neuron_json::parse_neuron_record,
     splits::{Source, Split, SplitPlan},

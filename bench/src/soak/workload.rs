@@ -18,7 +18,7 @@ use std::{
 };
 
 use activations_client::{ActivationsClient, Code, Error, Selection, neuron_id, pb};
-use activations_server::splits::Split as PlanSplit;
+use activations_format::splits::Split as PlanSplit;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use serde::Serialize;

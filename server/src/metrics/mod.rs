@@ -9,10 +9,12 @@
 //!
 //! - `cache`: a collector that reads each dataset's [`CacheStats`](crate::store::CacheStats)
 //!   at scrape time, so the cache keeps no second set of counters.
-//! - `storage`: what reads of a store and the HTTP requests under them record.
+//! - `storage`: what reads of a store and the HTTP requests under them record;
+//!   `observed`: [`ObservedStore`], the store wrapper that records them.
 //! - `scrape`: the HTTP endpoint ([`serve`]).
 
 mod cache;
+mod observed;
 mod scrape;
 mod storage;
 
@@ -29,6 +31,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+pub use observed::ObservedStore;
 pub use scrape::serve;
 pub use storage::{StorageHttpConnector, StorageMetrics, StorageOperation};
 

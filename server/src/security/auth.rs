@@ -19,7 +19,7 @@ use subtle::{Choice, ConstantTimeEq};
 use tonic::Status;
 
 use super::SecurityError;
-use crate::error::ServiceError;
+use crate::error::{Refusal, ServiceError};
 
 /// A secret token, as configured. Its `Debug` never shows it, so a config printed or logged
 /// does not leak it.
@@ -46,38 +46,6 @@ impl FromStr for Token {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(Token(text.to_string()))
-    }
-}
-
-/// Why a call was refused; the status message tells the caller what to send instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error(
-        "this server requires a bearer token: send the metadata header \
-         `authorization: Bearer <token>` (grpcurl: -H 'authorization: Bearer <token>'; \
-         the activations CLI: --token-file FILE or ACTIVATIONS_TOKEN)"
-    )]
-    Missing,
-    #[error(
-        "the authorization header is not a bearer token: send it as \
-         `authorization: Bearer <token>`, the word Bearer, one space, then the token"
-    )]
-    Malformed,
-    #[error(
-        "the bearer token in the authorization header is not accepted by this server: \
-         check the token, or ask the server's operator for one"
-    )]
-    UnknownToken,
-}
-
-impl Refusal {
-    /// The `ErrorInfo.reason` of the status.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::Missing => "MISSING_BEARER_TOKEN",
-            Refusal::Malformed => "MALFORMED_AUTHORIZATION",
-            Refusal::UnknownToken => "INVALID_BEARER_TOKEN",
-        }
     }
 }
 

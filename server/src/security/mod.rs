@@ -12,7 +12,7 @@ pub mod tls;
 
 use std::path::PathBuf;
 
-pub use auth::{AuthLayer, AuthPolicy, AuthTokens, Refusal, Token};
+pub use auth::{AuthLayer, AuthPolicy, AuthTokens, Token};
 pub use tls::ServerTls;
 
 /// The security settings of a server; the default is plain text without authentication.

@@ -81,7 +81,7 @@ use async_trait::async_trait;
 use moka::{Expiry, future::Cache, policy::EvictionPolicy};
 
 use super::{NeuronStore, StoreError};
-use crate::neuron::{self, NeuronKey};
+use activations_format::neuron::{self, NeuronKey};
 
 /// Settings of a [`CachedStore`].
 #[derive(Debug, Clone, Copy)]
@@ -234,7 +234,7 @@ fn weigh(_key: &NeuronKey, slot: &Slot) -> u32 {
 /// its weight; records are counted by their encoded length, so a buffer shared with records
 /// outside this neuron would be undercounted, which the parser never does.
 ///
-/// [`neuron_json::parse_neuron`]: crate::neuron_json::parse_neuron
+/// [`neuron_json::parse_neuron`]: activations_format::neuron_json::parse_neuron
 pub fn heap_bytes(record: &wire::NeuronRecord) -> usize {
     let containers = allocated(size_of::<wire::NeuronRecord>())
         + vec_bytes(&record.most_positive_activation_records)
@@ -450,7 +450,9 @@ mod tests {
     use super::*;
     use activations_proto::encoded::EncodedRecord;
 
-    use crate::{layout::Layout, neuron_json, store::ObjectNeuronStore};
+    use activations_format::{layout::Layout, neuron_json};
+
+    use crate::store::ObjectNeuronStore;
 
     const FIXTURE: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -3,11 +3,11 @@
 //! [`NeuronStore`] is the one trait the service reads through. [`ObjectNeuronStore`] implements
 //! it over any `object_store` backend (local disk today; Azure, S3, GCS and HTTP are backends of
 //! the same crate). Wrappers such as a cache implement the same trait, so the service never
-//! knows which it has.
+//! knows which it has; the one that records storage metrics is
+//! [`ObservedStore`](crate::metrics::ObservedStore), beside the metrics it records.
 
 mod cache;
 mod object;
-mod observed;
 mod readers;
 mod shaped;
 
@@ -16,11 +16,10 @@ use std::sync::Arc;
 use activations_proto::wire;
 use async_trait::async_trait;
 
-use crate::{neuron::NeuronKey, neuron_json::ParseError};
+use activations_format::{neuron::NeuronKey, neuron_json::ParseError};
 
 pub use cache::{CacheConfig, CacheStats, CachedStore};
-pub use object::ObjectNeuronStore;
-pub use observed::ObservedStore;
+pub use object::{ObjectNeuronStore, below};
 pub use shaped::ShapedStore;
 
 /// A source of neuron records, addressed by layer and neuron index.

@@ -6,11 +6,17 @@ use activations_proto::wire;
 use async_trait::async_trait;
 use object_store::{ListResult, ObjectStore, ObjectStoreExt, path::Path};
 
-use super::{NeuronStore, StoreError, readers};
-use crate::{
+use activations_format::{
     layout::{self, Layout},
     neuron::NeuronKey,
 };
+
+use super::{NeuronStore, StoreError, readers};
+
+/// `relative` (a layout's `/`-separated path, such as `12/345.json`) below `root`.
+pub fn below(root: &Path, relative: &str) -> Path {
+    root.parts().chain(Path::from(relative).parts()).collect()
+}
 
 /// Neuron files below `root` in an object store, arranged in `layout`.
 #[derive(Debug, Clone)]
@@ -149,7 +155,7 @@ impl ObjectNeuronStore {
 #[async_trait]
 impl NeuronStore for ObjectNeuronStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
-        let path = self.layout.neuron_path(&self.root, key);
+        let path = below(&self.root, &self.layout.neuron_file(key));
         let parsed = if self.local {
             match readers::read_local(self.store.clone(), path.clone()).await {
                 Ok(read) => Ok(read.map_err(|e| StoreError::from_object_store(&path, e))?),
@@ -175,7 +181,7 @@ impl NeuronStore for ObjectNeuronStore {
     }
 
     async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
-        let path = self.layout.neuron_path(&self.root, key);
+        let path = below(&self.root, &self.layout.neuron_file(key));
         match self.bounded(&path, self.store.head(&path)).await {
             Ok(_) => Ok(true),
             Err(StoreError::NotFound { .. }) => Ok(false),
@@ -184,7 +190,9 @@ impl NeuronStore for ObjectNeuronStore {
     }
 
     async fn layers(&self) -> Result<Vec<u32>, StoreError> {
-        let listing = self.list(&self.layout.layers_dir(&self.root)).await?;
+        let listing = self
+            .list(&below(&self.root, self.layout.layers_dir()))
+            .await?;
         let mut layers: Vec<u32> = listing
             .common_prefixes
             .iter()
@@ -196,7 +204,7 @@ impl NeuronStore for ObjectNeuronStore {
     }
 
     async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
-        let dir = self.layout.layer_dir(&self.root, layer);
+        let dir = below(&self.root, &self.layout.layer_dir(layer));
         let listing = self.list(&dir).await?;
         if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
             // The trailing slash says it is the layer's directory that is missing, not a file.
@@ -225,6 +233,29 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/../data/gpt2-xl-sample/collated-activations/1/1.json"
     ));
+
+    #[test]
+    fn layout_paths_are_placed_below_the_root() {
+        let key = NeuronKey::new(12, 345);
+        let root = Path::from("data/collated-activations");
+        assert_eq!(
+            below(&root, &Layout::Neurons.neuron_file(key)).as_ref(),
+            "data/collated-activations/neurons/12/345.json"
+        );
+        assert_eq!(
+            below(&root, Layout::Flat.layers_dir()).as_ref(),
+            "data/collated-activations"
+        );
+        assert_eq!(
+            below(
+                &Path::default(),
+                &Layout::Flat.neuron_file(NeuronKey::new(0, 1))
+            )
+            .as_ref(),
+            "0/1.json",
+            "an empty root places files at the top"
+        );
+    }
 
     async fn store_with(files: &[&str]) -> Arc<InMemory> {
         let store = Arc::new(InMemory::new());

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use object_store::{GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, path::Path};
 use tokio::sync::oneshot;
 
-use crate::neuron_json::{self, ParseError};
+use activations_format::neuron_json::{self, ParseError};
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -6,7 +6,7 @@ use activations_proto::wire;
 use async_trait::async_trait;
 
 use super::{NeuronStore, StoreError};
-use crate::{neuron::NeuronKey, shape::Shape};
+use activations_format::{neuron::NeuronKey, shape::Shape};
 
 /// Reads neurons from `inner`, but lists layers and neurons from a declared shape, so stores
 /// that cannot be listed (anonymous blob containers, web servers) still answer `ListLayers`
@@ -52,7 +52,8 @@ mod tests {
     use object_store::{memory::InMemory, path::Path};
 
     use super::*;
-    use crate::{layout::Layout, store::ObjectNeuronStore};
+    use crate::store::ObjectNeuronStore;
+    use activations_format::layout::Layout;
 
     #[tokio::test]
     async fn listings_come_from_the_shape_and_reads_from_the_store() {

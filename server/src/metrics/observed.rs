@@ -5,11 +5,10 @@ use std::sync::Arc;
 use activations_proto::wire;
 use async_trait::async_trait;
 
-use super::{NeuronStore, StoreError};
-use crate::{
-    metrics::{StorageMetrics, StorageOperation},
-    neuron::NeuronKey,
-};
+use activations_format::neuron::NeuronKey;
+
+use super::{StorageMetrics, StorageOperation};
+use crate::store::{NeuronStore, StoreError};
 
 /// Records every call to `inner` into [`StorageMetrics`]: a `neuron` call is a `read`,
 /// `neuron_exists` an `exists`, `layers` and `neurons` a `list`. It sits directly on the

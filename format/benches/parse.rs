@@ -5,8 +5,8 @@
 //! builds nothing: a floor for any parser that reads every byte (the fixture holds no `NaN`
 //! literal, which `serde_json` would refuse).
 
+use activations_format::neuron_json::{parse_neuron, parse_neuron_record};
 use activations_proto::{pb, wire};
-use activations_server::neuron_json::{parse_neuron, parse_neuron_record};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::IgnoredAny;
 use std::hint::black_box;

@@ -7,9 +7,12 @@
 //! None, `len(source) // k` for each source separately. A source shorter than `n * k` fails the
 //! Python assertion; here it is a [`NotEnoughRecords`] error.
 //!
-//! This module is pure arithmetic on lengths: it never touches the records themselves.
+//! The plan is arithmetic on lengths; [`split_record`] applies it to a record, sharing each
+//! record's encoding.
 
 use std::fmt;
+
+use activations_proto::wire;
 
 /// One of the four splits of `NeuronRecord`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +36,42 @@ impl Split {
             Split::Test => "test",
         }
     }
+}
+
+impl TryFrom<i32> for Split {
+    type Error = SplitValueError;
+
+    /// A `Split` enum value as a request carries it; `SPLIT_UNSPECIFIED` is refused.
+    fn try_from(value: i32) -> Result<Self, Self::Error> {
+        match wire::Split::try_from(value) {
+            Ok(wire::Split::Train) => Ok(Split::Train),
+            Ok(wire::Split::Calibration) => Ok(Split::Calibration),
+            Ok(wire::Split::Valid) => Ok(Split::Valid),
+            Ok(wire::Split::Test) => Ok(Split::Test),
+            Ok(wire::Split::Unspecified) => Err(SplitValueError::Unspecified),
+            Err(_) => Err(SplitValueError::Unknown(value)),
+        }
+    }
+}
+
+impl From<Split> for wire::Split {
+    fn from(split: Split) -> Self {
+        match split {
+            Split::Train => wire::Split::Train,
+            Split::Calibration => wire::Split::Calibration,
+            Split::Valid => wire::Split::Valid,
+            Split::Test => wire::Split::Test,
+        }
+    }
+}
+
+/// Why a request's `Split` value names no split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SplitValueError {
+    #[error("is required: one of SPLIT_TRAIN, SPLIT_CALIBRATION, SPLIT_VALID, SPLIT_TEST")]
+    Unspecified,
+    #[error("{0} is not a Split value (1 to 4)")]
+    Unknown(i32),
 }
 
 impl fmt::Display for Split {
@@ -74,6 +113,15 @@ impl fmt::Display for Source {
             Source::TopActivating => "top-activating",
             Source::Random => "random",
         })
+    }
+}
+
+impl From<Source> for wire::RecordSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::TopActivating => wire::RecordSource::TopActivating,
+            Source::Random => wire::RecordSource::Random,
+        }
     }
 }
 
@@ -167,6 +215,20 @@ impl SplitPlan {
         Ok(SplitPlan { top, random })
     }
 
+    /// Plans `split` for `record`'s top-activating and random records.
+    pub fn for_record(
+        split: Split,
+        n_examples_per_split: Option<u32>,
+        record: &wire::NeuronRecord,
+    ) -> Result<Self, NotEnoughRecords> {
+        Self::new(
+            split,
+            n_examples_per_split,
+            record.most_positive_activation_records.len(),
+            record.random_sample.len(),
+        )
+    }
+
     /// How many records the split holds.
     pub fn len(&self) -> usize {
         self.top.len() + self.random.map_or(0, |r| r.len())
@@ -185,6 +247,24 @@ impl SplitPlan {
             .flat_map(|r| r.indices())
             .map(|i| (Source::Random, i));
         top.chain(random)
+    }
+}
+
+/// The message for record `index` of `source` in `record`: it shares the record's encoding (a
+/// reference count, no copy).
+pub fn split_record(
+    record: &wire::NeuronRecord,
+    source: Source,
+    index: usize,
+) -> wire::SplitActivationRecord {
+    let list = match source {
+        Source::TopActivating => &record.most_positive_activation_records,
+        Source::Random => &record.random_sample,
+    };
+    wire::SplitActivationRecord {
+        record: Some(list[index].clone()),
+        source: wire::RecordSource::from(source).into(),
+        source_index: index as u32,
     }
 }
 

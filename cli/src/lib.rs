@@ -4,11 +4,8 @@
 //! Output goes through `&mut impl Write`, so tests capture it in a `Vec<u8>`. Every command
 //! but `export` fetches all it needs before writing, so a failed call never leaves partial
 //! output; `export` writes files as it goes, each one whole, and resumes when run again.
-
-#[cfg(feature = "files")]
 mod export;
 mod json;
-#[cfg(feature = "files")]
 mod manifest;
 #[cfg(test)]
 mod test_output;
@@ -20,10 +17,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::TryStreamExt;
 
-use crate::client::{ActivationsClient, neuron_id};
-use crate::error::Error;
-use crate::pb::Split;
-use crate::security::{BearerToken, Tls};
+use activations_client::Error;
+use activations_client::pb::Split;
+use activations_client::{ActivationsClient, neuron_id};
+use activations_client::{Tls, security::BearerToken};
 
 /// The server [`Cli::server`] names when neither `--server` nor `ACTIVATIONS_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -159,7 +156,6 @@ pub enum Command {
     /// Build a dataset's manifest.json by listing its store, without a server: its layers,
     /// their neurons and its layout. Copy it to the root of a store that cannot be listed
     /// (an anonymous blob container, a web server) so a server can list that dataset.
-    #[cfg(feature = "files")]
     Manifest {
         /// The dataset's location, as `activations-server --dataset NAME=URI` takes it
         /// (a directory, az://, s3://, gs://, ...), with the same storage settings.
@@ -169,7 +165,7 @@ pub enum Command {
         out: Option<std::path::PathBuf>,
         /// The layout to record: auto detects it from the listing.
         #[arg(long, default_value = "auto", value_name = "auto|flat|neurons")]
-        layout: activations_server::layout::LayoutChoice,
+        layout: activations_format::layout::LayoutChoice,
     },
     /// Copy neurons from the server into files laid out and formatted like the public data
     /// (DIR/{layer}/{neuron}.json, byte for byte), or into one JSONL file. Run it again to
@@ -177,7 +173,6 @@ pub enum Command {
     ///
     /// A neuron the server cannot serve (missing, corrupt) is reported on stderr and the
     /// export goes on, ending with exit code 1; any other error stops it.
-    #[cfg(feature = "files")]
     Export {
         /// Layers to export: START..END (END excluded, like 0..48) or one index (5); only the
         /// layers the server lists, unless --neurons is given.
@@ -248,12 +243,10 @@ pub enum RunError {
         source: io::Error,
     },
     /// Listing a store for `activations manifest` failed.
-    #[cfg(feature = "files")]
     #[error(transparent)]
     Manifest(#[from] activations_server::dataset::ConfigError),
     /// `activations export` met an error that is not one neuron's own (the server or the
     /// connection failed) and stopped; what it wrote stays, and a rerun resumes.
-    #[cfg(feature = "files")]
     #[error(
         "export stopped at neuron {layer}/{neuron}: {source}; run the same command again to \
          resume"
@@ -268,7 +261,6 @@ pub enum RunError {
     },
     /// `activations export` wrote every neuron it could, but the server could not serve some
     /// (each one was reported on stderr).
-    #[cfg(feature = "files")]
     #[error("{failed} of {selected} neurons could not be exported (each is reported above)")]
     ExportIncomplete {
         /// Neurons that failed.
@@ -277,7 +269,6 @@ pub enum RunError {
         selected: u64,
     },
     /// `activations export --jsonl` found a partial file it cannot continue.
-    #[cfg(feature = "files")]
     #[error("cannot resume from {}: {reason}", .path.display())]
     ExportResume {
         /// The partial JSONL file.
@@ -289,7 +280,6 @@ pub enum RunError {
 
 /// Where a command writes what is neither its output nor its final error: the progress of
 /// `export` and the neurons it could not export.
-#[cfg_attr(not(feature = "files"), allow(dead_code))]
 enum Diagnostics<'a> {
     /// The process's stderr: a progress bar when it is a terminal, plain lines otherwise.
     Stderr,
@@ -302,7 +292,7 @@ enum Diagnostics<'a> {
 /// # Examples
 ///
 /// ```no_run
-/// use activations_client::cli::{self, Cli};
+/// use activations_cli::{self as cli, Cli};
 /// use clap::Parser;
 ///
 /// # async fn example() -> Result<(), cli::RunError> {
@@ -324,7 +314,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), RunError> {
 /// # Examples
 ///
 /// ```no_run
-/// use activations_client::cli::{self, Cli};
+/// use activations_cli::{self as cli, Cli};
 /// use clap::Parser;
 ///
 /// # async fn example() -> Result<(), cli::RunError> {
@@ -347,7 +337,6 @@ async fn run_with(
     out: &mut impl Write,
     diagnostics: Diagnostics<'_>,
 ) -> Result<(), RunError> {
-    #[cfg(feature = "files")]
     if let Command::Manifest {
         uri,
         out: file,
@@ -361,7 +350,7 @@ async fn run_with(
 }
 
 /// The client settings the options name: server, dataset, TLS files and token.
-fn client_builder(cli: &Cli) -> Result<crate::ClientBuilder, RunError> {
+fn client_builder(cli: &Cli) -> Result<activations_client::ClientBuilder, RunError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|source| RunError::ReadFile {
             path: path.to_path_buf(),
@@ -399,7 +388,7 @@ fn client_builder(cli: &Cli) -> Result<crate::ClientBuilder, RunError> {
 ///
 /// ```no_run
 /// use activations_client::ActivationsClient;
-/// use activations_client::cli::{self, Command};
+/// use activations_cli::{self as cli, Command};
 ///
 /// # async fn example() -> Result<(), cli::RunError> {
 /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
@@ -417,7 +406,6 @@ pub async fn execute(
     execute_with(client, command, out, Diagnostics::Stderr).await
 }
 
-#[cfg_attr(not(feature = "files"), allow(unused_variables))]
 async fn execute_with(
     client: &ActivationsClient,
     command: Command,
@@ -474,7 +462,6 @@ async fn execute_with(
             let summary = client.neuron_summary(neuron_id(layer, neuron)).await?;
             text::write_summary(out, &summary)?;
         }
-        #[cfg(feature = "files")]
         Command::Manifest {
             uri,
             out: file,
@@ -482,7 +469,6 @@ async fn execute_with(
         } => {
             manifest::run(&uri, file.as_deref(), layout, out).await?;
         }
-        #[cfg(feature = "files")]
         Command::Export {
             layers,
             neurons,
@@ -510,7 +496,7 @@ async fn execute_with(
 /// # Examples
 ///
 /// ```no_run
-/// use activations_client::cli::{self, Cli};
+/// use activations_cli::{self as cli, Cli};
 /// use clap::Parser;
 /// use std::process::ExitCode;
 ///
@@ -643,8 +629,6 @@ mod tests {
             assert!(parse(args).is_ok(), "{args:?}");
         }
     }
-
-    #[cfg(feature = "files")]
     #[test]
     fn export_takes_ranges_and_defaults() {
         let cli = parse(&["export", "--layers", "0..48", "--out", "copy"]).unwrap();
@@ -685,8 +669,6 @@ mod tests {
             }
         ));
     }
-
-    #[cfg(feature = "files")]
     #[test]
     fn export_rejects_bad_ranges_and_zero_concurrency() {
         for (args, says) in [

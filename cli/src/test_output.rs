@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::pb::ActivationRecord;
+use activations_client::pb::ActivationRecord;
 
 pub(crate) fn record(tokens: &[&str], activations: &[f32]) -> ActivationRecord {
     ActivationRecord {

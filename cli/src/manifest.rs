@@ -3,12 +3,11 @@
 
 use std::{io::Write, path::Path};
 
-use activations_server::{
-    dataset::{self, OpenOptions},
-    layout::LayoutChoice,
-};
+use activations_format::layout::LayoutChoice;
 
-use super::RunError;
+use activations_server::dataset::{self, OpenOptions};
+
+use crate::RunError;
 
 /// Lists `uri` and writes its manifest to `file`, or to `out` when no file is given. With a
 /// file, `out` gets one line saying what was written.

@@ -4,7 +4,7 @@
 
 mod support;
 
-use activations_server::splits::Split;
+use activations_format::splits::Split;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 

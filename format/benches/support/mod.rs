@@ -1,11 +1,11 @@
 //! What the split and encode benchmarks share: the real neuron file, and the response messages
 //! the service builds from it.
 
-use activations_proto::wire;
-use activations_server::{
+use activations_format::{
     neuron_json::parse_neuron,
-    splits::{Source, Split, SplitPlan},
+    splits::{Split, SplitPlan, split_record},
 };
+use activations_proto::wire;
 
 /// The public GPT-2 XL file of layer 1, neuron 1 (235,924 bytes, 200 records): the same bytes
 /// the server bundles as its sample dataset.
@@ -27,25 +27,10 @@ pub fn split_messages(
     split: Split,
     n: Option<u32>,
 ) -> Vec<wire::SplitActivationRecord> {
-    let plan = SplitPlan::new(
-        split,
-        n,
-        record.most_positive_activation_records.len(),
-        record.random_sample.len(),
-    )
-    .expect("the fixture holds 50 top and 50 random records, enough for n <= 12");
+    let plan = SplitPlan::for_record(split, n, record)
+        .expect("the fixture holds 50 top and 50 random records, enough for n <= 12");
     plan.entries()
-        .map(|(source, index)| {
-            let list = match source {
-                Source::TopActivating => &record.most_positive_activation_records,
-                Source::Random => &record.random_sample,
-            };
-            wire::SplitActivationRecord {
-                record: Some(list[index].clone()),
-                source: wire::RecordSource::from(source).into(),
-                source_index: index as u32,
-            }
-        })
+        .map(|(source, index)| split_record(record, source, index))
         .collect()
 }
 

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use crate::pb::{
+use activations_client::pb::{
     self, ActivationRecord, DatasetInfo, Layout, NeuronRecord, NeuronSummary, RecordSource,
     SplitActivationRecord,
 };
@@ -223,7 +223,7 @@ fn join(values: &[impl ToString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::test_output::{record, render};
+    use crate::test_output::{record, render};
 
     #[test]
     fn split_record_is_a_header_and_a_token_line() {

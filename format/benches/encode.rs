@@ -7,8 +7,8 @@
 
 mod support;
 
+use activations_format::splits::Split;
 use activations_proto::pb;
-use activations_server::splits::Split;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;

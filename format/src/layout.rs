@@ -2,12 +2,12 @@
 //!
 //! Two layouts exist in the Python module: `load_neuron` reads `{root}/{layer}/{neuron}.json`
 //! ([`Layout::Flat`]) while `neuron_exists`, `get_sorted_layers` and `get_sorted_neuron_indices`
-//! use `{root}/neurons/{layer}/{neuron}.json` ([`Layout::Neurons`]). Pure path arithmetic, no I/O.
+//! use `{root}/neurons/{layer}/{neuron}.json` ([`Layout::Neurons`]). Pure path arithmetic on
+//! `/`-separated relative paths, as blob stores name objects; no I/O.
 
 use std::{fmt, str::FromStr};
 
 use activations_proto::wire;
-use object_store::path::Path;
 
 use crate::neuron::NeuronKey;
 
@@ -24,23 +24,26 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// The directory whose subdirectories are the layers.
-    pub fn layers_dir(self, root: &Path) -> Path {
+    /// The directory below the root whose subdirectories are the layers, as a relative path
+    /// (empty for [`Layout::Flat`]: the root itself).
+    pub fn layers_dir(self) -> &'static str {
         match self {
-            Layout::Flat => root.clone(),
-            Layout::Neurons => root.clone().join(NEURONS_DIR),
+            Layout::Flat => "",
+            Layout::Neurons => NEURONS_DIR,
         }
     }
 
-    /// The directory holding one layer's neuron files.
-    pub fn layer_dir(self, root: &Path, layer: u32) -> Path {
-        self.layers_dir(root).join(layer.to_string())
+    /// The directory of one layer's neuron files, relative to the root.
+    pub fn layer_dir(self, layer: u32) -> String {
+        match self {
+            Layout::Flat => layer.to_string(),
+            Layout::Neurons => format!("{NEURONS_DIR}/{layer}"),
+        }
     }
 
-    /// The file of one neuron.
-    pub fn neuron_path(self, root: &Path, key: NeuronKey) -> Path {
-        self.layer_dir(root, key.layer)
-            .join(format!("{}.json", key.neuron))
+    /// The file of one neuron, relative to the root: `12/345.json` or `neurons/12/345.json`.
+    pub fn neuron_file(self, key: NeuronKey) -> String {
+        format!("{}/{}.json", self.layer_dir(key.layer), key.neuron)
     }
 
     /// Guesses the layout from the names directly below the root: numeric directories mean
@@ -130,27 +133,11 @@ mod tests {
 
     #[test]
     fn flat_and_neurons_layouts_place_files_like_the_python_module() {
-        let root = Path::from("data/collated-activations");
         let key = NeuronKey::new(12, 345);
-        assert_eq!(
-            Layout::Flat.neuron_path(&root, key).as_ref(),
-            "data/collated-activations/12/345.json"
-        );
-        assert_eq!(
-            Layout::Neurons.neuron_path(&root, key).as_ref(),
-            "data/collated-activations/neurons/12/345.json"
-        );
-    }
-
-    #[test]
-    fn empty_root_places_files_at_the_top() {
-        let root = Path::default();
-        assert_eq!(
-            Layout::Flat
-                .neuron_path(&root, NeuronKey::new(0, 1))
-                .as_ref(),
-            "0/1.json"
-        );
+        assert_eq!(Layout::Flat.neuron_file(key), "12/345.json");
+        assert_eq!(Layout::Neurons.neuron_file(key), "neurons/12/345.json");
+        assert_eq!(Layout::Flat.layers_dir(), "");
+        assert_eq!(Layout::Neurons.layer_dir(7), "neurons/7");
     }
 
     #[test]

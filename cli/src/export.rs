@@ -19,16 +19,16 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use activations_server::neuron_json::write_neuron_record;
+use activations_client::Code;
+use activations_format::neuron_json::write_neuron_record;
 use futures::{StreamExt, TryStreamExt, stream};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::MissedTickBehavior;
-use tonic::Code;
 
-use super::{Diagnostics, RunError};
-use crate::client::ActivationsClient;
-use crate::error::Error;
-use crate::pb;
+use crate::{Diagnostics, RunError};
+use activations_client::ActivationsClient;
+use activations_client::Error;
+use activations_client::pb;
 
 /// The JSONL file of a finished `--jsonl` export, in the output directory.
 const JSONL_FILE: &str = "neurons.jsonl";
@@ -801,7 +801,7 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::client::neuron_id;
+    use activations_client::neuron_id;
 
     #[test]
     fn ranges_are_end_exclusive_or_a_single_index() {

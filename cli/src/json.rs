@@ -14,7 +14,9 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use crate::pb::{self, ActivationRecord, NeuronRecord, RecordSource, SplitActivationRecord};
+use activations_client::pb::{
+    self, ActivationRecord, NeuronRecord, RecordSource, SplitActivationRecord,
+};
 
 /// One JSON object per line, one line per record of the split.
 pub(super) fn write_split_records(
@@ -130,7 +132,7 @@ fn f64_number(value: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::test_output::{record, render};
+    use crate::test_output::{record, render};
 
     #[test]
     fn split_is_one_object_per_line_in_documented_key_order() {

@@ -1,10 +1,10 @@
 //! `activations`: the command-line client. Everything but process setup lives in
-//! [`activations_client::cli`].
+//! [`activations_cli`].
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
-use activations_client::cli::{self, Cli, RunError};
+use activations_cli::{self as cli, Cli, RunError};
 use clap::Parser;
 
 /// mimalloc: decoding responses allocates a string per token, which glibc's malloc makes
