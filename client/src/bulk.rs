@@ -42,16 +42,20 @@
 //! }
 //! ```
 
+// For the documentation's links only: the client is built on this module, not the reverse.
+#[cfg(doc)]
+use crate::ActivationsClient;
 use std::future::Future;
 use std::ops::Range;
 
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use tonic::Status;
 
-use crate::client::ActivationsClient;
 use crate::error::{Error, Result, StatusError};
 use crate::pb::{self, NeuronId, Split};
-use crate::retry::{self, Deadline};
+use crate::retry::{Backoff, Deadline};
+use crate::settings::CallSettings;
+use crate::stub::Stub;
 
 /// Which neurons a bulk stream reads, in which order.
 ///
@@ -179,177 +183,39 @@ impl NeuronSplits {
 /// [`ActivationsClient::neuron_splits`].
 pub type NeuronSplitsStream = BoxStream<'static, Result<NeuronSplits>>;
 
-impl ActivationsClient {
-    /// The requested splits of every neuron of `selection`, one item per neuron, in selection
-    /// order (`StreamNeuronSplits`). `n` is `n_examples_per_split` for every split; `None`
-    /// takes as many as each source allows.
-    ///
-    /// A neuron that cannot be served is an item whose [`splits`](NeuronSplits::splits) holds
-    /// its error, and the stream goes on. A failure of the stream itself ends it with an
-    /// `Err` item, unless it is transient (`UNAVAILABLE`, a dropped connection, or the stream
-    /// ending in the middle of a neuron): the stream then resumes after the last neuron it
-    /// delivered, per the client's [`RetryPolicy`](crate::RetryPolicy), whose attempts count
-    /// the failures since that neuron. Nothing is lost or repeated: a neuron the server sends in
-    /// several messages is delivered whole, once, and the parts of a neuron interrupted midway
-    /// are read again from the start.
-    ///
-    /// Nothing is requested until the stream is polled; the server reads a few neurons ahead of
-    /// the consumer, so a slow consumer slows the reading rather than filling memory. The
-    /// client's [timeout](crate::ClientBuilder::timeout), if any, bounds each call the stream
-    /// makes (use [`with_timeout(None)`](Self::with_timeout) for long jobs).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use activations_client::{ActivationsClient, Selection, Split};
-    /// use futures::TryStreamExt;
-    ///
-    /// # async fn example() -> activations_client::Result<()> {
-    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
-    /// let layers = Selection::Range { layers: 0..48, neurons: None };
-    /// let mut neurons = client.neuron_splits(layers, &[Split::Train, Split::Valid], None);
-    /// let mut cursor = String::new();
-    /// while let Some(neuron) = neurons.try_next().await? {
-    ///     println!("{:?}: {}", neuron.neuron_id, if neuron.splits.is_ok() { "ok" } else { "error" });
-    ///     cursor = neuron.cursor; // Save it to continue tomorrow with `neuron_splits_from`.
-    /// }
-    /// # let _ = cursor;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn neuron_splits(
-        &self,
-        selection: Selection,
-        splits: &[Split],
-        n: Option<u32>,
-    ) -> NeuronSplitsStream {
-        self.neuron_splits_from(selection, splits, n, String::new())
-    }
-
-    /// [`neuron_splits`](Self::neuron_splits), continuing after the neuron whose
-    /// [`cursor`](NeuronSplits::cursor) this is (empty to start), for example in a job that
-    /// was stopped. The dataset, selection, splits and `n` must be those of the stream the
-    /// cursor came from: otherwise the stream's first item is an `INVALID_ARGUMENT` error.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use activations_client::{ActivationsClient, Selection, Split};
-    /// use futures::TryStreamExt;
-    ///
-    /// # async fn example() -> activations_client::Result<()> {
-    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
-    /// let selection = || Selection::Range { layers: 0..48, neurons: Some(0..6400) };
-    /// let cursor = std::fs::read_to_string("progress.cursor").unwrap_or_default();
-    /// let mut rest = client.neuron_splits_from(selection(), &[Split::Valid], Some(20), cursor);
-    /// while let Some(neuron) = rest.try_next().await? {
-    ///     // ... process the neuron, then remember where we are:
-    ///     std::fs::write("progress.cursor", &neuron.cursor).expect("saving progress");
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn neuron_splits_from(
-        &self,
-        selection: Selection,
-        splits: &[Split],
-        n: Option<u32>,
-        cursor: impl Into<String>,
-    ) -> NeuronSplitsStream {
-        let splits: Vec<i32> = splits.iter().map(|&split| i32::from(split)).collect();
-        let request = pb::StreamNeuronSplitsRequest {
-            dataset: self.dataset.clone(),
-            selection: Some(selection.into()),
-            splits: splits.clone(),
-            slice_params: Some(pb::ActivationRecordSliceParams {
-                n_examples_per_split: n,
-            }),
-            cursor: cursor.into(),
-        };
-        let bulk = Bulk {
-            client: self.clone(),
-            request,
-            assembler: Assembler::new(splits),
-            failures: 0,
-            messages: None,
-            finished: false,
-        };
-        stream::unfold(bulk, |mut bulk| async move {
-            let item = bulk.next().await?;
-            Some((item, bulk))
-        })
-        .boxed()
-    }
-
-    /// Runs `f` on every neuron of [`neuron_splits`](Self::neuron_splits)`(selection, splits,
-    /// n)`, up to `concurrency` calls of `f` at once (0 counts as 1), while the stream reads
-    /// ahead.
-    ///
-    /// `f` returns `Result<(), E>` for any error type `E` that an SDK [`Error`] converts into
-    /// (the SDK's own [`Error`], `Box<dyn std::error::Error>`, `anyhow::Error`, ...). The first
-    /// error, of the stream (after its retries) or of a callback, is returned: no further
-    /// neuron is read and the calls of `f` still running are dropped. A neuron that cannot be
-    /// served is not an error here: `f` receives it with its error in
-    /// [`splits`](NeuronSplits::splits) and decides. Callbacks may finish out of order; to
-    /// checkpoint a job, record the [`cursor`](NeuronSplits::cursor)s of finished neurons and
-    /// resume from one before which every neuron finished.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use activations_client::{ActivationsClient, NeuronSplits, Selection, Split, max_activation};
-    /// use std::sync::atomic::{AtomicUsize, Ordering};
-    ///
-    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
-    /// let failed = AtomicUsize::new(0);
-    /// let selection = Selection::Range { layers: 0..2, neurons: Some(0..100) };
-    /// client
-    ///     .for_each_neuron(selection, &[Split::Train], Some(5), 8, |neuron: NeuronSplits| {
-    ///         let failed = &failed;
-    ///         async move {
-    ///             let Some(train) = neuron.records(Split::Train) else {
-    ///                 failed.fetch_add(1, Ordering::Relaxed);
-    ///                 return Ok(());
-    ///             };
-    ///             let records: Vec<_> = train.iter().filter_map(|r| r.record.clone()).collect();
-    ///             println!("{:?}: max {:?}", neuron.neuron_id, max_activation(&records));
-    ///             Ok::<(), Box<dyn std::error::Error>>(())
-    ///         }
-    ///     })
-    ///     .await?;
-    /// println!("{} neurons could not be served", failed.into_inner());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn for_each_neuron<F, Fut, E>(
-        &self,
-        selection: Selection,
-        splits: &[Split],
-        n: Option<u32>,
-        concurrency: usize,
-        f: F,
-    ) -> std::result::Result<(), E>
-    where
-        F: FnMut(NeuronSplits) -> Fut,
-        Fut: Future<Output = std::result::Result<(), E>>,
-        E: From<Error>,
-    {
-        self.neuron_splits(selection, splits, n)
-            .map_err(E::from)
-            .try_for_each_concurrent(concurrency.max(1), f)
-            .await
-    }
+/// The items of a `StreamNeuronSplits` call for `request` (see
+/// [`ActivationsClient::neuron_splits`](crate::ActivationsClient::neuron_splits)), resumed from
+/// the last neuron delivered after transient failures.
+pub(crate) fn stream(
+    stub: Stub,
+    calls: CallSettings,
+    request: pb::StreamNeuronSplitsRequest,
+) -> NeuronSplitsStream {
+    let bulk = Bulk {
+        stub,
+        calls,
+        assembler: Assembler::new(request.splits.clone()),
+        backoff: Backoff::new(calls.retry, None),
+        request,
+        messages: None,
+        finished: false,
+    };
+    stream::unfold(bulk, |mut bulk| async move {
+        let item = bulk.next().await?;
+        Some((item, bulk))
+    })
+    .boxed()
 }
 
 /// The state of a bulk stream between items.
 struct Bulk {
-    client: ActivationsClient,
+    stub: Stub,
+    calls: CallSettings,
     /// The request; its cursor is that of the last neuron delivered.
     request: pb::StreamNeuronSplitsRequest,
     assembler: Assembler,
     /// Failures since the last neuron delivered.
-    failures: u32,
+    backoff: Backoff,
     /// The messages of the current call, if one is open.
     messages: Option<BoxStream<'static, Result<pb::NeuronSplits, Status>>>,
     finished: bool,
@@ -365,7 +231,7 @@ impl Bulk {
                 Some(messages) => messages,
                 None => match self.open().await {
                     Ok(messages) => self.messages.insert(messages),
-                    Err(status) => match self.retry(Error::from(status)).await {
+                    Err(status) => match self.backoff.retry_after(Error::from(status)).await {
                         Ok(()) => continue,
                         Err(error) => return self.fail(error),
                     },
@@ -374,7 +240,7 @@ impl Bulk {
             let failure = match messages.next().await {
                 Some(Ok(message)) => match self.assembler.push(message) {
                     Ok(Some(neuron)) => {
-                        self.failures = 0;
+                        self.backoff.reset();
                         self.request.cursor.clone_from(&neuron.cursor);
                         return Some(Ok(neuron));
                     }
@@ -395,7 +261,7 @@ impl Bulk {
             };
             self.messages = None;
             self.assembler.discard();
-            if let Err(error) = self.retry(failure).await {
+            if let Err(error) = self.backoff.retry_after(failure).await {
                 return self.fail(error);
             }
         }
@@ -407,8 +273,8 @@ impl Bulk {
     ) -> impl Future<Output = Result<BoxStream<'static, Result<pb::NeuronSplits, Status>>, Status>>
     + Send
     + 'static {
-        let deadline = Deadline::start(self.client.calls.timeout);
-        let mut inner = self.client.inner.clone();
+        let deadline = Deadline::start(self.calls.timeout);
+        let mut inner = self.stub.clone();
         let request = deadline.request(self.request.clone());
         async move {
             let response = deadline
@@ -419,17 +285,6 @@ impl Bulk {
     }
 
     /// Waits before resuming after `error`, or gives it back when it is final.
-    async fn retry(&mut self, error: Error) -> Result<()> {
-        self.failures += 1;
-        match retry::next_delay(&self.client.calls.retry, self.failures, &error, None) {
-            Some(wait) => {
-                tokio::time::sleep(wait).await;
-                Ok(())
-            }
-            None => Err(error),
-        }
-    }
-
     fn fail(&mut self, error: Error) -> Option<Result<NeuronSplits>> {
         self.finished = true;
         self.messages = None;

@@ -43,18 +43,20 @@ pub mod explain;
 mod retry;
 pub mod security;
 pub mod settings;
+mod stub;
 
 pub use activations_proto::pb;
 pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection};
 pub use client::{
-    ActivationsClient, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, NeuronIndexStream,
-    SplitRecordStream, neuron_id,
+    ActivationsClient, ClientBuilder, NeuronIndexStream, SplitRecordStream, neuron_id,
 };
 pub use error::{Error, Result, StatusError};
 pub use explain::{max_activation, normalized_activations};
 pub use pb::{NeuronId, Split};
 pub use security::Tls;
-pub use settings::{ClientBuilder, Compression, RetryPolicy};
+pub use settings::{
+    Compression, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, RetryPolicy,
+};
 /// gRPC status codes, as [`Error::code`] returns them.
 pub use tonic::Code;
 

@@ -102,6 +102,44 @@ pub(crate) fn next_delay(
     Some(wait)
 }
 
+/// The consecutive failures of one call (or, in a bulk stream, since the last neuron delivered),
+/// and the waits they earn: the one place the client sleeps before trying again.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    deadline: Option<Instant>,
+    failures: u32,
+}
+
+impl Backoff {
+    /// No failure yet; no wait will reach past `deadline`.
+    pub(crate) fn new(policy: RetryPolicy, deadline: Option<Instant>) -> Backoff {
+        Backoff {
+            policy,
+            deadline,
+            failures: 0,
+        }
+    }
+
+    /// Counts `error` and waits before the next attempt, or gives `error` back when there is
+    /// none (see [`next_delay`]).
+    pub(crate) async fn retry_after(&mut self, error: Error) -> Result<()> {
+        self.failures += 1;
+        match next_delay(&self.policy, self.failures, &error, self.deadline) {
+            Some(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            None => Err(error),
+        }
+    }
+
+    /// A success: the next failure is the first again.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// The deadline of one call, if it has a timeout.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline(Option<(Instant, Duration)>);
@@ -198,16 +236,11 @@ where
     Fut: Future<Output = Result<Response<R>, Status>>,
 {
     let deadline = Deadline::start(settings.timeout);
-    let mut failures = 0;
+    let mut backoff = Backoff::new(settings.retry, deadline.instant());
     loop {
-        let error = match deadline.run(call(deadline.request(message.clone()))).await {
+        match deadline.run(call(deadline.request(message.clone()))).await {
             Ok(response) => return Ok(response.into_inner()),
-            Err(status) => Error::from(status),
-        };
-        failures += 1;
-        match next_delay(&settings.retry, failures, &error, deadline.instant()) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return Err(error),
+            Err(status) => backoff.retry_after(Error::from(status)).await?,
         }
     }
 }
@@ -227,7 +260,7 @@ where
     S: Stream<Item = Result<R, Status>> + Send + 'static,
 {
     let deadline = Deadline::start(settings.timeout);
-    let mut failures = 0;
+    let mut backoff = Backoff::new(settings.retry, deadline.instant());
     loop {
         let attempt = deadline.run(async {
             let mut stream =
@@ -235,17 +268,12 @@ where
             let first = stream.next().await.transpose()?;
             Ok::<_, Status>((first, stream))
         });
-        let error = match attempt.await {
+        match attempt.await {
             Ok((first, rest)) => {
                 let stream = stream::iter(first.map(Ok)).chain(rest);
                 return Ok(stream.map(|item| item.map_err(Error::from)).boxed());
             }
-            Err(status) => Error::from(status),
-        };
-        failures += 1;
-        match next_delay(&settings.retry, failures, &error, deadline.instant()) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => return Err(error),
+            Err(status) => backoff.retry_after(Error::from(status)).await?,
         }
     }
 }

@@ -1,22 +1,25 @@
 //! [`ActivationsClient`]: one method per RPC of `ActivationService`, plus the names of the
 //! Python module `neuron_explainer.activations.activations`.
 
+mod builder;
+
+use std::future::Future;
+use std::time::Duration;
+
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub use builder::ClientBuilder;
+
+use crate::bulk::{self, NeuronSplits, NeuronSplitsStream, Selection};
 use crate::error::{Error, Result};
-use crate::pb::{self, NeuronId, Split, activation_service_client::ActivationServiceClient};
+use crate::pb::{self, NeuronId, Split};
 use crate::retry;
 use crate::security::Credentials;
-use crate::settings::{CallSettings, Compression};
-
-/// The largest response the client decodes. A neuron record of the public GPT-2 XL data is
-/// about 230 KB of JSON; this leaves room for much larger records without being unbounded.
-pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
-
-/// The largest request the client sends: the server's default `--max-request-bytes`.
-pub const MAX_ENCODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+use crate::settings::{
+    CallSettings, Compression, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, RetryPolicy,
+};
+use crate::stub::{self, Stub};
 
 /// A stream of the records of one split, in the Python order. See
 /// [`ActivationsClient::stream_activation_records`].
@@ -49,8 +52,8 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 ///
 /// [`connect`](Self::connect) opens a client with the default settings;
 /// [`builder`](Self::builder) chooses them: several servers, a deadline per call, retries,
-/// compression (see [`ClientBuilder`](crate::ClientBuilder)). Calls retry transient failures
-/// (`UNAVAILABLE`, a dropped connection) per the [`RetryPolicy`](crate::RetryPolicy), by default
+/// compression (see [`ClientBuilder`]). Calls retry transient failures
+/// (`UNAVAILABLE`, a dropped connection) per the [`RetryPolicy`], by default
 /// 3 attempts in all.
 ///
 /// # Examples
@@ -69,15 +72,15 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ActivationsClient {
-    pub(crate) inner: ActivationServiceClient<InterceptedService<Channel, Credentials>>,
-    pub(crate) dataset: String,
-    pub(crate) calls: CallSettings,
+    inner: Stub,
+    dataset: String,
+    calls: CallSettings,
 }
 
 impl ActivationsClient {
     /// Connects to the server at `url`, such as `http://127.0.0.1:50051`, with the default
     /// settings: `ActivationsClient::builder().endpoint(url).connect()` (see
-    /// [`ClientBuilder`](crate::ClientBuilder)). An address without a scheme, such as
+    /// [`ClientBuilder`]). An address without a scheme, such as
     /// `127.0.0.1:50051`, is taken as `http://`.
     ///
     /// Fails with [`Error::InvalidEndpoint`] when `url` is not a URI, and with
@@ -98,7 +101,7 @@ impl ActivationsClient {
     }
 
     /// Wraps an existing channel, for custom transports or TLS, with the default settings of
-    /// [`ClientBuilder`](crate::ClientBuilder) (change them with
+    /// [`ClientBuilder`] (change them with
     /// [`with_timeout`](Self::with_timeout) and [`with_retry`](Self::with_retry)).
     ///
     /// The client accepts gzip- and zstd-compressed responses, decodes messages of up to
@@ -141,17 +144,14 @@ impl ActivationsClient {
         max_decoding_message_size: usize,
         max_encoding_message_size: usize,
     ) -> Self {
-        let mut inner = ActivationServiceClient::with_interceptor(channel, credentials)
-            .max_decoding_message_size(max_decoding_message_size)
-            .max_encoding_message_size(max_encoding_message_size);
-        if let Some(compression) = compression {
-            // Advertising an encoding makes the server compress every response with it.
-            inner = inner
-                .send_compressed(compression.into())
-                .accept_compressed(compression.into());
-        }
         ActivationsClient {
-            inner,
+            inner: stub::new(
+                channel,
+                credentials,
+                compression,
+                max_decoding_message_size,
+                max_encoding_message_size,
+            ),
             dataset: String::new(),
             calls,
         }
@@ -226,7 +226,7 @@ impl ActivationsClient {
     /// many as each source allows, like Python's `ActivationRecordSliceParams(None)`.
     ///
     /// An error before the first record (an unknown neuron, an invalid split) is returned
-    /// directly, after retrying a transient one per the [`RetryPolicy`](crate::RetryPolicy); an
+    /// directly, after retrying a transient one per the [`RetryPolicy`]; an
     /// error later on is the stream's last item, never retried, so no record is ever repeated.
     /// The client's [timeout](crate::ClientBuilder::timeout) covers the whole stream.
     ///
@@ -648,17 +648,260 @@ impl ActivationsClient {
         self.get_neuron_record(neuron_id(layer_index, neuron_index))
             .await
     }
-}
 
-/// Adds `https://` (with `tls`) or `http://` to an address given without a scheme
-/// (`127.0.0.1:50051`).
-pub(crate) fn with_scheme_for(url: String, tls: bool) -> String {
-    if url.contains("://") {
-        url
-    } else if tls {
-        format!("https://{url}")
-    } else {
-        format!("http://{url}")
+    /// Starts the settings of a client; see [`ClientBuilder`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(10))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The same client with another [deadline](ClientBuilder::timeout) for its calls; `None`
+    /// for none. Clones share the connection, so this is cheap: for example, one client
+    /// without a timeout for bulk streams and one with a short timeout for lookups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .timeout(Duration::from_secs(5))
+    ///     .connect_lazy()?;
+    /// let bulk = client.clone().with_timeout(None);
+    /// assert_eq!(client.timeout(), Some(Duration::from_secs(5)));
+    /// assert_eq!(bulk.timeout(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.calls.timeout = timeout;
+        self
+    }
+
+    /// The same client with another [retry policy](RetryPolicy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::{ActivationsClient, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder().endpoint("127.0.0.1:50051").connect_lazy()?;
+    /// let impatient = client.with_retry(RetryPolicy::NONE);
+    /// assert_eq!(impatient.retry_policy(), RetryPolicy::NONE);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.calls.retry = policy;
+        self
+    }
+
+    /// The deadline of each call; `None` for none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = activations_client::ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .connect_lazy()?;
+    /// assert_eq!(client.timeout(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(&self) -> Option<Duration> {
+        self.calls.timeout
+    }
+
+    /// The retry policy of the client's calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::RetryPolicy;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = activations_client::ActivationsClient::builder()
+    ///     .endpoint("127.0.0.1:50051")
+    ///     .connect_lazy()?;
+    /// assert_eq!(client.retry_policy(), RetryPolicy::DEFAULT);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.calls.retry
+    }
+
+    /// The requested splits of every neuron of `selection`, one item per neuron, in selection
+    /// order (`StreamNeuronSplits`). `n` is `n_examples_per_split` for every split; `None`
+    /// takes as many as each source allows.
+    ///
+    /// A neuron that cannot be served is an item whose [`splits`](NeuronSplits::splits) holds
+    /// its error, and the stream goes on. A failure of the stream itself ends it with an
+    /// `Err` item, unless it is transient (`UNAVAILABLE`, a dropped connection, or the stream
+    /// ending in the middle of a neuron): the stream then resumes after the last neuron it
+    /// delivered, per the client's [`RetryPolicy`], whose attempts count
+    /// the failures since that neuron. Nothing is lost or repeated: a neuron the server sends in
+    /// several messages is delivered whole, once, and the parts of a neuron interrupted midway
+    /// are read again from the start.
+    ///
+    /// Nothing is requested until the stream is polled; the server reads a few neurons ahead of
+    /// the consumer, so a slow consumer slows the reading rather than filling memory. The
+    /// client's [timeout](crate::ClientBuilder::timeout), if any, bounds each call the stream
+    /// makes (use [`with_timeout(None)`](Self::with_timeout) for long jobs).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Selection, Split};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let layers = Selection::Range { layers: 0..48, neurons: None };
+    /// let mut neurons = client.neuron_splits(layers, &[Split::Train, Split::Valid], None);
+    /// let mut cursor = String::new();
+    /// while let Some(neuron) = neurons.try_next().await? {
+    ///     println!("{:?}: {}", neuron.neuron_id, if neuron.splits.is_ok() { "ok" } else { "error" });
+    ///     cursor = neuron.cursor; // Save it to continue tomorrow with `neuron_splits_from`.
+    /// }
+    /// # let _ = cursor;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_splits(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+    ) -> NeuronSplitsStream {
+        self.neuron_splits_from(selection, splits, n, String::new())
+    }
+
+    /// [`neuron_splits`](Self::neuron_splits), continuing after the neuron whose
+    /// [`cursor`](NeuronSplits::cursor) this is (empty to start), for example in a job that
+    /// was stopped. The dataset, selection, splits and `n` must be those of the stream the
+    /// cursor came from: otherwise the stream's first item is an `INVALID_ARGUMENT` error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Selection, Split};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let selection = || Selection::Range { layers: 0..48, neurons: Some(0..6400) };
+    /// let cursor = std::fs::read_to_string("progress.cursor").unwrap_or_default();
+    /// let mut rest = client.neuron_splits_from(selection(), &[Split::Valid], Some(20), cursor);
+    /// while let Some(neuron) = rest.try_next().await? {
+    ///     // ... process the neuron, then remember where we are:
+    ///     std::fs::write("progress.cursor", &neuron.cursor).expect("saving progress");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_splits_from(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+        cursor: impl Into<String>,
+    ) -> NeuronSplitsStream {
+        let splits: Vec<i32> = splits.iter().map(|&split| i32::from(split)).collect();
+        let request = pb::StreamNeuronSplitsRequest {
+            dataset: self.dataset.clone(),
+            selection: Some(selection.into()),
+            splits: splits.clone(),
+            slice_params: Some(pb::ActivationRecordSliceParams {
+                n_examples_per_split: n,
+            }),
+            cursor: cursor.into(),
+        };
+        bulk::stream(self.inner.clone(), self.calls, request)
+    }
+
+    /// Runs `f` on every neuron of [`neuron_splits`](Self::neuron_splits)`(selection, splits,
+    /// n)`, up to `concurrency` calls of `f` at once (0 counts as 1), while the stream reads
+    /// ahead.
+    ///
+    /// `f` returns `Result<(), E>` for any error type `E` that an SDK [`Error`] converts into
+    /// (the SDK's own [`Error`], `Box<dyn std::error::Error>`, `anyhow::Error`, ...). The first
+    /// error, of the stream (after its retries) or of a callback, is returned: no further
+    /// neuron is read and the calls of `f` still running are dropped. A neuron that cannot be
+    /// served is not an error here: `f` receives it with its error in
+    /// [`splits`](NeuronSplits::splits) and decides. Callbacks may finish out of order; to
+    /// checkpoint a job, record the [`cursor`](NeuronSplits::cursor)s of finished neurons and
+    /// resume from one before which every neuron finished.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, NeuronSplits, Selection, Split, max_activation};
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ActivationsClient::connect("127.0.0.1:50051").await?;
+    /// let failed = AtomicUsize::new(0);
+    /// let selection = Selection::Range { layers: 0..2, neurons: Some(0..100) };
+    /// client
+    ///     .for_each_neuron(selection, &[Split::Train], Some(5), 8, |neuron: NeuronSplits| {
+    ///         let failed = &failed;
+    ///         async move {
+    ///             let Some(train) = neuron.records(Split::Train) else {
+    ///                 failed.fetch_add(1, Ordering::Relaxed);
+    ///                 return Ok(());
+    ///             };
+    ///             let records: Vec<_> = train.iter().filter_map(|r| r.record.clone()).collect();
+    ///             println!("{:?}: max {:?}", neuron.neuron_id, max_activation(&records));
+    ///             Ok::<(), Box<dyn std::error::Error>>(())
+    ///         }
+    ///     })
+    ///     .await?;
+    /// println!("{} neurons could not be served", failed.into_inner());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn for_each_neuron<F, Fut, E>(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+        concurrency: usize,
+        f: F,
+    ) -> std::result::Result<(), E>
+    where
+        F: FnMut(NeuronSplits) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: From<Error>,
+    {
+        self.neuron_splits(selection, splits, n)
+            .map_err(E::from)
+            .try_for_each_concurrent(concurrency.max(1), f)
+            .await
     }
 }
 
@@ -667,26 +910,6 @@ mod tests {
     use tonic::transport::Endpoint;
 
     use super::*;
-
-    #[test]
-    fn address_without_scheme_gets_http_or_with_tls_https() {
-        assert_eq!(
-            with_scheme_for("127.0.0.1:50051".to_owned(), false),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            with_scheme_for("127.0.0.1:50051".to_owned(), true),
-            "https://127.0.0.1:50051"
-        );
-        assert_eq!(
-            with_scheme_for("https://example.com".to_owned(), false),
-            "https://example.com"
-        );
-        assert_eq!(
-            with_scheme_for("http://example.com".to_owned(), true),
-            "http://example.com"
-        );
-    }
 
     #[tokio::test]
     async fn connect_rejects_an_invalid_address() {
