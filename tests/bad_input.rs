@@ -7,7 +7,7 @@ use activations_client::{neuron_id, pb};
 use activations_e2e::{
     TestServer,
     fixtures::{self, REAL_NEURON},
-    open_datasets, start_service,
+    open_datasets, start_server,
 };
 use activations_format::layout::LayoutChoice;
 use activations_server::{bulk::BulkSettings, service::ActivationsService};
@@ -182,7 +182,7 @@ async fn serve_bad_dataset() -> (TestServer, tempfile::TempDir) {
         max_listed_neurons: 3,
         ..BulkSettings::DEFAULT
     });
-    (start_service(service).await, dir)
+    (start_server(service).await, dir)
 }
 
 async fn raw(server: &TestServer) -> ActivationServiceClient<Channel> {

@@ -10,7 +10,7 @@ use activations_e2e::{
     conformance::{self, CORRUPT},
     fixtures,
     http::FaultyHttpServer,
-    open_datasets, serve_dir, serve_uris, start_service,
+    open_datasets, serve_dir, serve_uris, start_server,
 };
 use activations_format::layout::LayoutChoice;
 use activations_server::{
@@ -440,12 +440,12 @@ async fn large_neurons_are_split_over_messages_below_the_limit() {
     );
     let datasets = open_datasets(&[("big", dir.path())], LayoutChoice::Auto).await;
     let limit = 16 * 1024;
-    let server = start_service(ActivationsService::new(datasets).with_bulk_settings(
-        BulkSettings {
+    let server = start_server(
+        ActivationsService::new(datasets).with_bulk_settings(BulkSettings {
             message_bytes: limit,
             ..BulkSettings::DEFAULT
-        },
-    ))
+        }),
+    )
     .await;
     let mut client = raw(&server).await;
     let (messages, failure) =

@@ -10,12 +10,12 @@ use activations_e2e::{
     TestServer,
     fixtures::{REAL_NEURON, write_neuron},
     http::{Fault, FaultyHttpServer},
-    install_tls_provider, start_service_with,
+    install_tls_provider, start_server,
 };
 use activations_proto::pb::{self, activation_service_client::ActivationServiceClient};
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, limits::Limits, location::StorageOptions,
-    server::ServerSettings, service::ActivationsService,
+    DatasetSpec, Datasets, ServeConfig, dataset::OpenOptions, limits::Limits,
+    location::StorageOptions, server::ServerSettings,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -35,13 +35,13 @@ async fn serve(dir: &std::path::Path, limits: Limits) -> TestServer {
     let datasets = Datasets::open(&specs, &OpenOptions::default())
         .await
         .unwrap();
-    start_service_with(
-        ActivationsService::new(datasets),
-        ServerSettings {
+    start_server(ServeConfig {
+        settings: ServerSettings {
             limits,
             ..ServerSettings::DEFAULT
         },
-    )
+        ..ServeConfig::from(datasets)
+    })
     .await
 }
 
@@ -259,8 +259,7 @@ async fn cancelled_and_timed_out_calls_abandon_their_storage_reads() {
         ..OpenOptions::default()
     };
     let datasets = Datasets::open(&specs, &options).await.unwrap();
-    let server =
-        start_service_with(ActivationsService::new(datasets), ServerSettings::DEFAULT).await;
+    let server = start_server(datasets).await;
     let client = server.client().await.with_retry(RetryPolicy::NONE);
 
     let abandoned = |neuron: u32| {

@@ -20,7 +20,7 @@ use activations_e2e::{
     conformance::{self, CORRUPT},
     fixtures,
     http::{Fault, FaultyHttpServer},
-    open_datasets, serve_dir, serve_uris, start_service,
+    open_datasets, serve_dir, serve_uris, start_server,
     tools::{python, workspace_root},
 };
 use activations_format::layout::LayoutChoice;
@@ -38,7 +38,7 @@ const ALL_SPLITS: [Split; 4] = [Split::Train, Split::Calibration, Split::Valid, 
 /// Serves `dir` with small bulk messages, so most neurons take several.
 async fn serve_in_small_messages(dir: &std::path::Path) -> TestServer {
     let datasets = open_datasets(&[("sdk", dir)], LayoutChoice::Auto).await;
-    start_service(
+    start_server(
         ActivationsService::new(datasets).with_bulk_settings(BulkSettings {
             message_bytes: 8 * 1024,
             ..BulkSettings::DEFAULT

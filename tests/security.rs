@@ -15,12 +15,12 @@ use activations_client::{
 use activations_e2e::{
     TcpProxy, TestServer,
     certs::{SERVER_NAME, TestPki},
-    fixtures, open_datasets, start_secured,
+    fixtures, open_datasets, start_server,
     tools::grpcurl,
 };
 use activations_format::layout::LayoutChoice;
 use activations_server::{
-    Datasets,
+    Datasets, ServeConfig,
     bulk::BulkSettings,
     config::Config,
     dataset::OpenOptions,
@@ -65,7 +65,11 @@ async fn bundled() -> ActivationsService {
 }
 
 async fn serve(security: Security) -> TestServer {
-    start_secured(bundled().await, security).await
+    start_server(ServeConfig {
+        security,
+        ..ServeConfig::new(bundled().await)
+    })
+    .await
 }
 
 /// A client that tries once, so a refused connection fails at once.
@@ -407,7 +411,11 @@ async fn a_bulk_stream_resumed_on_a_new_connection_still_carries_the_token() {
             tls: None,
             auth: Some(auth(&[TOKEN], false)),
         };
-        start_secured(service, security).await
+        start_server(ServeConfig {
+            security,
+            ..ServeConfig::new(service)
+        })
+        .await
     };
     let (first, second) = (serve_dir().await, serve_dir().await);
     let proxy = TcpProxy::start(first.addr).await;

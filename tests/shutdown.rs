@@ -13,6 +13,7 @@ use std::{
 
 use activations_client::{ActivationsClient, Code, RetryPolicy, Selection, Split};
 use activations_e2e::{fixtures::REAL_NEURON, serve_dir, tools::server_binary};
+use activations_server::Ready;
 use futures::TryStreamExt;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -55,20 +56,16 @@ impl ServerProcess {
             ])
             .arg(format!("local={}", dir.display()))
             .env_remove("ACTIVATIONS_LOG")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let listening = lines
-            .by_ref()
-            .map(Result::unwrap)
-            .find(|line| line.contains("listening"))
-            .expect("the server logs its address");
-        let addr = listening
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {listening:?}"))
-            .to_string();
+        let ready = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| Ready::parse(&line))
+            .expect("the server prints its ready line");
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         // Keep reading the log, so the server never blocks on a full pipe.
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
@@ -79,7 +76,7 @@ impl ServerProcess {
         });
         ServerProcess {
             child,
-            url: format!("http://{addr}"),
+            url: format!("http://{}", ready.address),
             log,
         }
     }

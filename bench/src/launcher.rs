@@ -6,12 +6,15 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, server::ServeError, service::ActivationsService,
-    store::CacheConfig,
+    DatasetSpec, Datasets, Ready, dataset::OpenOptions, server::ServeError, store::CacheConfig,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -154,12 +157,12 @@ fn dataset_arg(dataset_dir: &Path) -> String {
     format!("{DATASET_NAME}={}", dataset_dir.display())
 }
 
-/// Runs `command` with `input` on its stdin, until it logs its `listening` line.
+/// Runs `command` with `input` on its stdin, until it prints its ready line.
 async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, BenchError> {
     let binary = PathBuf::from(command.as_std().get_program());
     let mut child = command
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -174,15 +177,27 @@ async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, Benc
         return Err(BenchError::ServerStart(failed));
     }
     drop(stdin);
+    // Show the startup log; after that, keep reading it so a full pipe never blocks the server.
+    let started = Arc::new(AtomicBool::new(false));
     let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = BufReader::new(stderr).lines();
-    // Both log `... listening address=127.0.0.1:PORT ...` once they accept calls.
+    let mut log = BufReader::new(stderr).lines();
+    let quiet = started.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = log.next_line().await {
+            if !quiet.load(Ordering::Relaxed) {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    // Both print the ready line on stdout once they accept calls.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
     let address = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
-            if let Some(address) = listening_address(&line) {
-                return Ok(Some(address));
+            if let Some(ready) = Ready::parse(&line) {
+                started.store(true, Ordering::Relaxed);
+                return Ok(Some(ready.address));
             }
-            eprintln!("server: {line}");
         }
         Ok::<_, std::io::Error>(None)
     })
@@ -195,27 +210,16 @@ async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, Benc
         }
         Ok(Err(error)) => return Err(BenchError::ServerStart(error.to_string())),
         Err(_) => {
-            let silent = format!("{}: no `listening` line within 60 s", binary.display());
+            let silent = format!("{}: no ready line within 60 s", binary.display());
             return Err(BenchError::ServerStart(silent));
         }
     };
-    // Keep draining the log, or the server would block on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(RunningServer {
         url: format!("http://{address}"),
         pid: child.id(),
         fresh: true,
         _guard: Guard::Process { _child: child },
     })
-}
-
-/// The address of the server's `listening` log line.
-fn listening_address(line: &str) -> Option<String> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let (_, rest) = line.split_once("address=")?;
-    rest.split_whitespace().next().map(str::to_string)
 }
 
 async fn serve_here(dataset_dir: &Path, cache_bytes: u64) -> Result<RunningServer, BenchError> {
@@ -235,9 +239,9 @@ async fn serve_here(dataset_dir: &Path, cache_bytes: u64) -> Result<RunningServe
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(activations_server::server::run_service(
+    let task = tokio::spawn(activations_server::serve(
         listener,
-        ActivationsService::new(datasets),
+        datasets.into(),
         async {
             let _ = stopped.await;
         },
@@ -251,16 +255,4 @@ async fn serve_here(dataset_dir: &Path, cache_bytes: u64) -> Result<RunningServe
             task,
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_is_read_from_the_listening_line() {
-        let line = "2025-01-01T00:00:00.000000Z  INFO listening address=127.0.0.1:43123 datasets=bench=/d (flat)";
-        assert_eq!(listening_address(line).as_deref(), Some("127.0.0.1:43123"));
-        assert_eq!(listening_address("INFO stopped"), None);
-    }
 }

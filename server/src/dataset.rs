@@ -206,15 +206,6 @@ impl Dataset {
         if !location.backend.can_list() {
             object = object.without_listing("a plain web server cannot list its files");
         }
-        let object: Arc<dyn NeuronStore> = match storage_metrics {
-            Some(storage) => Arc::new(ObservedStore::new(Arc::new(object), storage)),
-            None => Arc::new(object),
-        };
-        let cache = Arc::new(CachedStore::new(object, options.cache));
-        if let Some(metrics) = metrics {
-            metrics.watch_cache(&spec.name, &cache);
-        }
-        let mut neurons: Arc<dyn NeuronStore> = cache;
         tracing::info!(
             dataset = %spec.name,
             backend = %location.backend,
@@ -223,15 +214,45 @@ impl Dataset {
             shape = %shape.as_ref().map_or_else(|| "listed from the store".to_string(), Shape::to_string),
             "dataset opened"
         );
-        if let Some(shape) = shape {
-            neurons = Arc::new(ShapedStore::new(neurons, shape));
-        }
+        let neurons = store_stack(
+            &spec.name,
+            object,
+            shape,
+            options.cache,
+            storage_metrics.zip(metrics),
+        );
         Ok(Dataset {
             name: spec.name.clone(),
             uri: spec.uri.clone(),
             layout,
             store: neurons,
         })
+    }
+}
+
+/// A dataset's stack of stores, from the top: [`ShapedStore`] (listings from a declared shape, if
+/// there is one), [`CachedStore`], [`ObservedStore`] (storage metrics, with metrics) and
+/// `object`, the files themselves. The observer sits below the cache, so it counts exactly the
+/// reads that reach storage.
+fn store_stack(
+    name: &str,
+    object: ObjectNeuronStore,
+    shape: Option<Shape>,
+    cache: CacheConfig,
+    metrics: Option<(StorageMetrics, &Metrics)>,
+) -> Arc<dyn NeuronStore> {
+    let (storage, metrics) = metrics.unzip();
+    let object: Arc<dyn NeuronStore> = match storage {
+        Some(storage) => Arc::new(ObservedStore::new(Arc::new(object), storage)),
+        None => Arc::new(object),
+    };
+    let cache = Arc::new(CachedStore::new(object, cache));
+    if let Some(metrics) = metrics {
+        metrics.watch_cache(name, &cache);
+    }
+    match shape {
+        Some(shape) => Arc::new(ShapedStore::new(cache, shape)),
+        None => cache,
     }
 }
 

@@ -20,7 +20,8 @@
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
 //! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
 //!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
-//! - [`server`]: `run(listener, datasets, shutdown)`, shared by `main` and the tests.
+//! - [`server`]: [`serve`]`(listener, config, shutdown)`, the one way to run a server (main,
+//!   tests, benchmarks), and the [`Ready`] line the binary prints once it accepts calls.
 //! - [`config`]: the command line and environment of `activations-server`.
 //!
 //! Observability:
@@ -46,4 +47,4 @@ pub mod store;
 pub mod telemetry;
 
 pub use dataset::{Dataset, DatasetSpec, Datasets};
-pub use server::run;
+pub use server::{Ready, ServeConfig, serve};

@@ -1,7 +1,7 @@
 //! Serving: the activation service plus health, reflection and compression on one listener,
 //! behind TLS and bearer-token authentication when they are configured.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use activations_proto::wire::activation_service_server::ActivationServiceServer;
 use tokio::net::TcpListener;
@@ -50,89 +50,92 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves `datasets` on `listener` until `shutdown` completes, then lets in-flight calls finish.
+/// What a server serves and how: the service over its datasets, the limits and shutdown grace
+/// around it, and its TLS and tokens.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub service: ActivationsService,
+    pub settings: ServerSettings,
+    pub security: Security,
+}
+
+impl ServeConfig {
+    /// `service` with the default limits and shutdown grace, in plain text, without tokens.
+    pub fn new(service: ActivationsService) -> Self {
+        ServeConfig {
+            service,
+            settings: ServerSettings::DEFAULT,
+            security: Security::default(),
+        }
+    }
+}
+
+impl From<ActivationsService> for ServeConfig {
+    fn from(service: ActivationsService) -> Self {
+        ServeConfig::new(service)
+    }
+}
+
+impl From<Datasets> for ServeConfig {
+    fn from(datasets: Datasets) -> Self {
+        ServeConfig::new(ActivationsService::new(datasets))
+    }
+}
+
+/// The line `activations-server` prints on its standard output once it accepts calls, for the
+/// programs that start it (tests, benchmarks, scripts): one JSON object, such as
+/// `{"event":"ready","address":"127.0.0.1:50051","metrics_address":null}`. Its log, on standard
+/// error, is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    /// Where the gRPC service listens.
+    pub address: SocketAddr,
+    /// Where `GET /metrics` is answered, with `--metrics-listen`.
+    pub metrics_address: Option<SocketAddr>,
+}
+
+impl Ready {
+    /// The line to print (without its newline).
+    pub fn line(&self) -> String {
+        serde_json::to_string(&Line::Ready(*self)).expect("a ready line serializes")
+    }
+
+    /// Reads a ready line; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Ready> {
+        match serde_json::from_str(line.trim()) {
+            Ok(Line::Ready(ready)) => Some(ready),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The lines of standard output, told apart by their `event`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum Line {
+    Ready(Ready),
+}
+
+/// Serves `config.service` on `listener` until `shutdown` completes, then lets in-flight calls
+/// finish.
 ///
 /// Besides `ActivationService` it serves `grpc.health.v1.Health` (SERVING for the whole server
 /// and for the service by name) and server reflection v1 and v1alpha, so every grpcurl version
 /// can list, describe and call without `.proto` files. Responses are gzip- or zstd-compressed
 /// when the client accepts it, and compressed requests are accepted.
 ///
-/// `main` and the tests share this entry point; they differ only in the listener and the
-/// shutdown signal they pass.
-pub async fn run(
-    listener: TcpListener,
-    datasets: Datasets,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    run_service(listener, ActivationsService::new(datasets), shutdown).await
-}
-
-/// [`run`] with a service whose settings are already chosen.
-pub async fn run_service(
-    listener: TcpListener,
-    service: ActivationsService,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    serve(
-        listener,
-        service,
-        ServerSettings::DEFAULT,
-        Security::default(),
-        shutdown,
-    )
-    .await
-}
-
-/// [`run_service`] with chosen limits and shutdown grace period.
-pub async fn run_service_with(
-    listener: TcpListener,
-    service: ActivationsService,
-    settings: ServerSettings,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    serve(listener, service, settings, Security::default(), shutdown).await
-}
-
-/// [`run_service`] with TLS and token authentication as `security` sets them.
-pub async fn run_secured(
-    listener: TcpListener,
-    service: ActivationsService,
-    security: Security,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    serve(
-        listener,
-        service,
-        ServerSettings::DEFAULT,
-        security,
-        shutdown,
-    )
-    .await
-}
-
-/// Serves `service` with every setting: limits and shutdown grace, TLS and tokens.
-///
-/// Every call passes, outermost first: its span, log line and metrics; the drain, which refuses
-/// new calls once shutdown starts; the token check; the limits (load shedding, deadlines,
-/// request size). Health checks are exempt from all but the first.
-///
-/// With TLS, each accepted connection's handshake runs in its own task, bounded by
-/// [`TLS_HANDSHAKE_TIMEOUT`](crate::security::tls::TLS_HANDSHAKE_TIMEOUT), so a slow or
-/// plain-text peer never holds up the accept loop; a failed handshake closes that connection
-/// only. With tokens, every call but health checks (and reflection, unless closed too) needs
-/// `authorization: Bearer <token>`, else it is answered `UNAUTHENTICATED`.
-///
-/// When `shutdown` completes the server drains (see [`crate::shutdown`]): health turns
-/// `NOT_SERVING`, new calls are refused with `UNAVAILABLE`, running calls get
-/// `settings.shutdown_grace` to finish and are then ended with `UNAVAILABLE`; then the
-/// listener and the connections close and this returns.
+/// The one way to run a server: `main`, the tests and the benchmarks call it, and differ only
+/// in the listener, the configuration and the shutdown signal they pass.
 pub async fn serve(
     listener: TcpListener,
-    service: ActivationsService,
-    settings: ServerSettings,
-    security: Security,
+    config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let ServeConfig {
+        service,
+        settings,
+        security,
+    } = config;
     let limits = settings.limits;
     let service = service.with_max_page_size(limits.max_page_size);
     let drain = Drain::new(settings.shutdown_grace);
@@ -210,4 +213,38 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_line_reads_back_and_nothing_else_does() {
+        let ready = Ready {
+            address: "127.0.0.1:50051".parse().unwrap(),
+            metrics_address: Some("127.0.0.1:9090".parse().unwrap()),
+        };
+        assert_eq!(
+            ready.line(),
+            r#"{"event":"ready","address":"127.0.0.1:50051","metrics_address":"127.0.0.1:9090"}"#
+        );
+        assert_eq!(Ready::parse(&ready.line()), Some(ready));
+        let without = Ready {
+            metrics_address: None,
+            ..ready
+        };
+        assert_eq!(
+            Ready::parse(&format!("{}\n", without.line())),
+            Some(without)
+        );
+        for other in [
+            "2026-01-01T00:00:00Z  INFO listening address=127.0.0.1:50051",
+            r#"{"event":"stopped","address":"127.0.0.1:50051","metrics_address":null}"#,
+            r#"{"address":"127.0.0.1:50051","metrics_address":null}"#,
+            "",
+        ] {
+            assert_eq!(Ready::parse(other), None, "{other}");
+        }
+    }
 }

@@ -42,7 +42,7 @@ impl ActivationsService {
     }
 
     /// Records into `metrics`: the records streamed here, and every call when served by
-    /// [`crate::server::run_service`].
+    /// [`crate::server::serve`].
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self

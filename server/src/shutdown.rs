@@ -1,7 +1,7 @@
 //! Draining shutdown: on SIGTERM the server stops taking new calls but lets the running ones
 //! finish, within a grace period.
 //!
-//! The sequence ([`crate::server::run_service_with`] drives it):
+//! The sequence ([`crate::server::serve`] drives it):
 //!
 //! 1. health turns `NOT_SERVING`, so load balancers stop sending calls here;
 //! 2. [`Drain::drain`]: new calls are refused with `UNAVAILABLE` (reason `SHUTTING_DOWN`,

@@ -1,13 +1,26 @@
 //! The `activations-server` binary as an operator runs it: settings from the environment, the
-//! bound address in the log, and a clean exit on SIGTERM.
+//! ready line with the bound address on standard output, and a clean exit on SIGTERM.
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use activations_proto::pb::{self, activation_service_client::ActivationServiceClient};
+use activations_server::Ready;
+
+/// The address of the server's ready line on its standard output (then left unread).
+fn ready_address(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| Ready::parse(&line))
+        .expect("the server prints its ready line");
+    ready.address
+}
 
 #[tokio::test]
 async fn binary_reads_settings_from_the_environment_and_exits_cleanly_on_sigterm() {
@@ -21,20 +34,12 @@ async fn binary_reads_settings_from_the_environment_and_exits_cleanly_on_sigterm
         )
         .env("ACTIVATIONS_LAYOUT", "neurons")
         .env_remove("ACTIVATIONS_LOG")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = log
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|line| line.contains("listening"))
-        .expect("the server logs its address");
-    let addr = listening
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
-        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    let addr = ready_address(&mut child);
+    let log = BufReader::new(child.stderr.take().unwrap()).lines();
 
     let mut client = ActivationServiceClient::connect(format!("http://{addr}"))
         .await
@@ -102,30 +107,17 @@ async fn binary_logs_never_show_a_token_even_at_trace_level() {
         .args(["--listen", "127.0.0.1:0", "--log", "trace"])
         .env("ACTIVATIONS_AUTH_TOKENS", format!("{right},another"))
         .env_remove("ACTIVATIONS_DATASETS")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    // Reads the whole log, handing over the address as soon as it is logged.
+    // Reads the whole log, so the server never blocks on a full pipe.
     let reader = std::thread::spawn(move || {
-        let mut log = Vec::new();
-        for line in BufReader::new(stderr).lines().map(Result::unwrap) {
-            if line.contains("listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|field| field.strip_prefix("address="))
-                    .map(str::to_owned);
-                let _ = address_tx.send(addr);
-            }
-            log.push(line);
-        }
-        log.join("\n")
+        let lines = BufReader::new(stderr).lines().map(Result::unwrap);
+        lines.collect::<Vec<_>>().join("\n")
     });
-    let addr = address_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its address")
-        .expect("an address field");
+    let addr = ready_address(&mut child);
 
     let mut client = ActivationServiceClient::connect(format!("http://{addr}"))
         .await

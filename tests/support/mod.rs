@@ -17,11 +17,7 @@ use std::{net::SocketAddr, path::Path};
 use activations_client::ActivationsClient;
 use activations_format::layout::LayoutChoice;
 use activations_server::{
-    DatasetSpec, Datasets,
-    dataset::OpenOptions,
-    security::Security,
-    server::{ServeError, ServerSettings},
-    service::ActivationsService,
+    DatasetSpec, Datasets, ServeConfig, dataset::OpenOptions, server::ServeError,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -76,48 +72,14 @@ impl Drop for TestServer {
     }
 }
 
-/// Serves `datasets` on `127.0.0.1:0`.
-pub async fn start_server(datasets: Datasets) -> TestServer {
-    start_service(ActivationsService::new(datasets)).await
-}
-
-/// Serves a service with chosen settings on `127.0.0.1:0`.
-pub async fn start_service(service: ActivationsService) -> TestServer {
-    start_serving(service, ServerSettings::DEFAULT, Security::default()).await
-}
-
-/// Serves a service on `127.0.0.1:0` with TLS and token authentication as `security` sets
-/// them.
-pub async fn start_secured(service: ActivationsService, security: Security) -> TestServer {
-    start_serving(service, ServerSettings::DEFAULT, security).await
-}
-
-/// Serves a service with chosen settings, limits and shutdown grace on `127.0.0.1:0`.
-pub async fn start_service_with(
-    service: ActivationsService,
-    settings: ServerSettings,
-) -> TestServer {
-    start_serving(service, settings, Security::default()).await
-}
-
-/// Serves a service on `127.0.0.1:0` with every server setting.
-pub async fn start_serving(
-    service: ActivationsService,
-    settings: ServerSettings,
-    security: Security,
-) -> TestServer {
+/// Serves `config` on `127.0.0.1:0`: datasets, a service, or a whole [`ServeConfig`].
+pub async fn start_server(config: impl Into<ServeConfig>) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(activations_server::server::serve(
-        listener,
-        service,
-        settings,
-        security,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let task = tokio::spawn(activations_server::serve(listener, config.into(), async {
+        let _ = rx.await;
+    }));
     TestServer {
         addr,
         shutdown: Some(tx),

@@ -8,7 +8,7 @@ use activations_server::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{TestServer, install_tls_provider, start_service};
+use crate::{TestServer, install_tls_provider, start_server};
 
 /// The scrape endpoint of a [`Metrics`], on `127.0.0.1:0`, as `--metrics-listen` serves it.
 /// Stopped when dropped.
@@ -81,7 +81,7 @@ pub async fn serve_observed(
         .await
         .unwrap_or_else(|e| panic!("opening {specs:?}: {e}"));
     let server =
-        start_service(ActivationsService::new(datasets).with_metrics(metrics.clone())).await;
+        start_server(ActivationsService::new(datasets).with_metrics(metrics.clone())).await;
     (server, MetricsEndpoint::start(metrics).await)
 }
 

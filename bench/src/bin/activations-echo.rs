@@ -1,5 +1,6 @@
 //! `activations-echo`: the warm ceiling as a process of its own; see `--help`.
 
+use activations_server::Ready;
 use std::{io::Read, net::SocketAddr, process::ExitCode};
 
 use activations_bench::echo::{self, EchoService};
@@ -12,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Answers every `StreamActivationRecords` call with the same messages, read once from stdin
 /// (length-delimited `SplitActivationRecord`s, as `activations-load` writes them), replayed as
-/// bytes. Logs `listening address=HOST:PORT` on stderr once it accepts calls; serves until
+/// bytes. Prints the server's ready line on stdout once it accepts calls; serves until
 /// killed.
 #[derive(Debug, Parser)]
 #[command(name = "activations-echo", version)]
@@ -48,10 +49,11 @@ fn main() -> ExitCode {
     };
     let served = runtime.block_on(async {
         let listener = TcpListener::bind(args.listen).await?;
-        eprintln!(
-            "activations-echo listening address={}",
-            listener.local_addr()?
-        );
+        let ready = Ready {
+            address: listener.local_addr()?,
+            metrics_address: None,
+        };
+        println!("{}", ready.line());
         echo::serve(listener, service, std::future::pending())
             .await
             .map_err(std::io::Error::other)

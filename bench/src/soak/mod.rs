@@ -21,6 +21,7 @@ use std::{
 
 use activations_client::{ActivationsClient, RetryPolicy};
 use activations_format::shape::MANIFEST_FILE;
+use activations_server::Ready;
 use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -338,41 +339,34 @@ impl Server {
             .args(["--log", "info", "--dataset", &dataset])
             .args(["--cache-bytes", &plan.cache_bytes])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", plan.server_bin.display()))?;
         let pid = child.id().ok_or("the server exited at once")?;
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let (mut url, mut metrics) = (None, None);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut ready_lines = BufReader::new(stdout).lines();
         let started = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                let address = line
-                    .split_once("address=")
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .map(str::to_string);
-                if line.contains("serving metrics") {
-                    metrics = address;
-                } else if line.contains("listening") {
-                    url = address.map(|a| format!("http://{a}"));
-                } else {
-                    eprintln!("server: {line}");
-                }
-                if url.is_some() && metrics.is_some() {
-                    return Ok(true);
+            while let Some(line) = ready_lines.next_line().await? {
+                if let Some(ready) = Ready::parse(&line) {
+                    return Ok(Some(ready));
                 }
             }
-            Ok::<_, std::io::Error>(false)
+            Ok::<_, std::io::Error>(None)
         })
         .await;
-        match started {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Err("the server exited before listening".into()),
+        let ready = match started {
+            Ok(Ok(Some(ready))) => ready,
+            Ok(Ok(None)) => return Err("the server exited before listening".into()),
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err("the server did not listen within 60 s".into()),
-        }
+        };
+        let metrics = ready
+            .metrics_address
+            .ok_or("the server reports no metrics address")?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
         // Keep draining the log (a full pipe would block the server), keeping the warnings.
         let warnings = Arc::new(Mutex::new((Vec::new(), 0)));
         let kept = warnings.clone();
@@ -390,8 +384,8 @@ impl Server {
         Ok(Server {
             _child: child,
             pid,
-            url: url.expect("set"),
-            metrics: metrics.expect("set"),
+            url: format!("http://{}", ready.address),
+            metrics: metrics.to_string(),
             warnings,
         })
     }

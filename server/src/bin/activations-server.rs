@@ -1,8 +1,8 @@
 //! `activations-server`: see `activations-server --help`.
 
 use activations_server::{
-    config::Config, dataset::Datasets, metrics::Metrics, server, service::ActivationsService,
-    telemetry,
+    Ready, ServeConfig, config::Config, dataset::Datasets, metrics::Metrics,
+    service::ActivationsService, telemetry,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -55,11 +55,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let mut metrics_address = None;
     if let (Some(address), Some(metrics)) = (config.metrics_listen, &metrics) {
         let metrics_listener = TcpListener::bind(address)
             .await
             .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
         let address = metrics_listener.local_addr()?;
+        metrics_address = Some(address);
         tracing::info!(%address, "serving metrics at http://{address}/metrics");
         tokio::spawn(activations_server::metrics::serve(
             metrics_listener,
@@ -78,14 +80,17 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(metrics) = metrics {
         service = service.with_metrics(metrics);
     }
-    server::serve(
-        listener,
+    let ready = Ready {
+        address: listener.local_addr()?,
+        metrics_address,
+    };
+    println!("{}", ready.line());
+    let config = ServeConfig {
         service,
-        config.server_settings(),
+        settings: config.server_settings(),
         security,
-        shutdown_signal(),
-    )
-    .await?;
+    };
+    activations_server::serve(listener, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
