@@ -18,6 +18,7 @@
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
+//! - [`routes`]: which service a call's path names (health and reflection are treated apart).
 //! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
 //!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
 //! - [`server`]: [`serve`]`(listener, config, shutdown)`, the one way to run a server (main,
@@ -39,6 +40,7 @@ pub mod limits;
 pub mod location;
 pub mod metrics;
 pub mod page_token;
+pub mod routes;
 pub mod security;
 pub mod server;
 pub mod service;

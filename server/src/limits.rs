@@ -28,7 +28,7 @@ use http_body::Body as HttpBody;
 use tokio::{sync::Semaphore, time::Instant};
 use tonic::{Code, Status, body::Body};
 
-use crate::{call_body::CallBody, error::ServiceError};
+use crate::{call_body::CallBody, error::ServiceError, routes::Route};
 
 /// The limits of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +64,6 @@ impl Default for Limits {
 
 /// How long a shed client should wait before trying again.
 pub const OVERLOAD_RETRY_DELAY: Duration = Duration::from_millis(500);
-
-/// Calls never shed nor refused: health checks and reflection.
-pub(crate) fn is_exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
-        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
-}
 
 /// A `grpc-timeout` header value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -161,7 +154,7 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let slot = if is_exempt(request.uri().path()) {
+        let slot = if Route::of(request.uri().path()).is_infrastructure() {
             None
         } else {
             match self.layer.slots.clone().try_acquire_owned() {
@@ -266,16 +259,5 @@ mod tests {
         ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn health_and_reflection_are_exempt() {
-        assert!(is_exempt("/grpc.health.v1.Health/Check"));
-        assert!(is_exempt(
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
-        ));
-        assert!(!is_exempt(
-            "/neuron_explainer.activations.v1.ActivationService/GetNeuronRecord"
-        ));
     }
 }

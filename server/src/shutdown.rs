@@ -30,7 +30,7 @@ use http_body::Body as HttpBody;
 use tokio::sync::{Notify, futures::OwnedNotified};
 use tonic::{Status, body::Body};
 
-use crate::{call_body::CallBody, error::ServiceError, limits::is_exempt};
+use crate::{call_body::CallBody, error::ServiceError, routes::Route};
 
 /// The default of `--shutdown-grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -236,7 +236,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // Counted before the flag is read: a drain that starts meanwhile either sees this call
         // running or this call sees the drain.
-        let running = (!is_exempt(request.uri().path())).then(|| Running::start(&self.state));
+        let infrastructure = Route::of(request.uri().path()).is_infrastructure();
+        let running = (!infrastructure).then(|| Running::start(&self.state));
         if running.is_some() && self.state.draining.load(Ordering::SeqCst) {
             let status = Status::from(ServiceError::ShuttingDown);
             return Box::pin(async move { Ok(status.into_http()) });

@@ -20,6 +20,7 @@ use tonic::Status;
 
 use super::SecurityError;
 use crate::error::{Refusal, ServiceError};
+use crate::routes::Route;
 
 /// A secret token, as configured. Its `Debug` never shows it, so a config printed or logged
 /// does not leak it.
@@ -149,15 +150,6 @@ pub struct AuthPolicy {
     reflection_requires_auth: bool,
 }
 
-/// Path prefix of the health service's methods, always open: load balancers and orchestrators
-/// probe it without credentials.
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
-/// Path prefixes of the reflection services, open unless `--reflection-requires-auth`.
-const REFLECTION_PREFIXES: [&str; 2] = [
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
-
 impl AuthPolicy {
     /// Every call needs one of `tokens`, except health checks and, unless
     /// `reflection_requires_auth`, reflection.
@@ -180,11 +172,12 @@ impl AuthPolicy {
 
     /// Whether a call to `path` (`/package.Service/Method`) with these headers may proceed.
     pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Refusal> {
-        if path.starts_with(HEALTH_PREFIX)
-            || (!self.reflection_requires_auth
-                && REFLECTION_PREFIXES.iter().any(|p| path.starts_with(p)))
-        {
-            return Ok(());
+        // Health is always open: load balancers and orchestrators probe it without
+        // credentials. Reflection is open unless `--reflection-requires-auth`.
+        match Route::of(path) {
+            Route::Health => return Ok(()),
+            Route::Reflection if !self.reflection_requires_auth => return Ok(()),
+            _ => {}
         }
         let value = headers.get(AUTHORIZATION).ok_or(Refusal::Missing)?;
         let token = bearer_token(value.as_bytes()).ok_or(Refusal::Malformed)?;
@@ -345,28 +338,6 @@ mod tests {
         let closed = AuthPolicy::new(tokens(&["t"]), true);
         assert_eq!(closed.check(path, &headers(None)), Err(Refusal::Missing));
         assert_eq!(closed.check(path, &headers(Some("Bearer t"))), Ok(()));
-    }
-
-    #[test]
-    fn exempt_prefixes_name_the_served_services() {
-        use tonic::server::NamedService;
-        type Health =
-            tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
-        assert_eq!(HEALTH_PREFIX, format!("/{}/", Health::NAME));
-        assert_eq!(
-            REFLECTION_PREFIXES[0],
-            format!(
-                "/{}/",
-                tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME
-            )
-        );
-        assert_eq!(
-            REFLECTION_PREFIXES[1],
-            format!(
-                "/{}/",
-                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME
-            )
-        );
     }
 
     #[test]

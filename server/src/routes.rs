@@ -1,0 +1,77 @@
+//! The services a server answers, told apart by the path of a call
+//! (`/package.Service/Method`). The layers in front of every call treat health checks and
+//! reflection apart: they are answered whatever the load, during a drain, and (health always,
+//! reflection by default) without a token.
+
+/// The service a call's path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `neuron_explainer.activations.v1.ActivationService`.
+    Activations,
+    /// `grpc.health.v1.Health`.
+    Health,
+    /// `grpc.reflection.v1.ServerReflection` or its `v1alpha` twin.
+    Reflection,
+    /// Any other path: no service of this server.
+    Unknown,
+}
+
+impl Route {
+    /// The service of `path`, by its service name (the method is not checked).
+    pub fn of(path: &str) -> Route {
+        let service = path
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .map_or("", |(service, _method)| service);
+        match service {
+            activations_proto::SERVICE_NAME => Route::Activations,
+            tonic_health::pb::health_server::SERVICE_NAME => Route::Health,
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME
+            | tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME => {
+                Route::Reflection
+            }
+            _ => Route::Unknown,
+        }
+    }
+
+    /// Health checks and reflection: outside the limits on calls and answered while draining,
+    /// so a busy or stopping server still says how it is and what it serves.
+    pub fn is_infrastructure(self) -> bool {
+        matches!(self, Route::Health | Route::Reflection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_service() {
+        assert_eq!(Route::of("/grpc.health.v1.Health/Check"), Route::Health);
+        assert_eq!(Route::of("/grpc.health.v1.Health/Watch"), Route::Health);
+        assert_eq!(
+            Route::of("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Route::Reflection
+        );
+        assert_eq!(
+            Route::of("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Route::Reflection
+        );
+        assert_eq!(
+            Route::of("/neuron_explainer.activations.v1.ActivationService/GetNeuronRecord"),
+            Route::Activations
+        );
+        for other in [
+            "/made.up.Service/AnyMethod123",
+            "/grpc.health.v1.HealthX/Check",
+            "/grpc.health.v1.Health",
+            "grpc.health.v1.Health/Check",
+            "",
+            "/",
+        ] {
+            assert_eq!(Route::of(other), Route::Unknown, "{other}");
+        }
+        assert!(Route::Health.is_infrastructure() && Route::Reflection.is_infrastructure());
+        assert!(!Route::Activations.is_infrastructure() && !Route::Unknown.is_infrastructure());
+    }
+}
