@@ -19,7 +19,7 @@ use prost::{
     encoding::{DecodeContext, WireType},
 };
 
-use crate::pb;
+use crate::{pb, python_max};
 
 /// The body of an encoded `ActivationRecord` (its fields, without tag or length), with the two
 /// facts about it the server needs without decoding it: its token count and its largest
@@ -89,17 +89,6 @@ impl EncodedRecord {
     pub fn max_activation(&self) -> Option<f32> {
         self.max_activation
     }
-}
-
-/// Python's `max` over floats: keeps the first item and replaces it only by a strictly greater
-/// one, so a NaN in first place wins and a later NaN is skipped. `None` for no items (where
-/// Python raises).
-pub fn python_max(values: impl IntoIterator<Item = f32>) -> Option<f32> {
-    values.into_iter().fold(None, |best, x| match best {
-        Some(b) if x > b => Some(x),
-        Some(b) => Some(b),
-        None => Some(x),
-    })
 }
 
 fn count(len: usize) -> u32 {
@@ -223,13 +212,5 @@ mod tests {
         let bad = [0x0A, 0x01, 0xFF];
         assert!(pb::ActivationRecord::decode(&bad[..]).is_err());
         assert!(EncodedRecord::decode(&bad[..]).is_err());
-    }
-
-    #[test]
-    fn python_max_follows_python() {
-        assert_eq!(python_max([-3.0, -1.25, -4.0]), Some(-1.25));
-        assert_eq!(python_max([]), None);
-        assert!(python_max([f32::NAN, 1.0]).unwrap().is_nan());
-        assert_eq!(python_max([1.0, f32::NAN]), Some(1.0));
     }
 }

@@ -5,10 +5,12 @@
 //! - [`pb`]: the messages of `neuron_explainer.activations.v1` (prost) with the
 //!   `ActivationService` client and server stubs (tonic).
 //! - [`record`]: [`pb::ActivationRecord`] and [`pb::SplitActivationRecord`], the structs prost
-//!   would generate with hand-written decoders, since a response is mostly tokens.
+//!   would generate with hand-written decoders, since a response is mostly tokens; the record's
+//!   field numbers ([`record::field`]) for every hand-written encoder and decoder.
 //! - [`wire`] and [`encoded`]: the same messages for the server, with each `ActivationRecord`
 //!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
 //! - [`codec`]: the tonic codec of those stubs (prost, decoding each message from one slice).
+//! - [`python_max`]: Python's `max` over floats, which `max_activation` follows everywhere.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of `proto/`, including
 //!   `google/rpc/error_details.proto`, for server reflection.
 //!
@@ -44,6 +46,17 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The fully qualified name of the service, as reflection and health checks name it.
 pub const SERVICE_NAME: &str = "neuron_explainer.activations.v1.ActivationService";
+
+/// Python's `max` over floats: keeps the first item and replaces it only by a strictly greater
+/// one, so a NaN in first place wins and a later NaN is skipped. `None` for no items (where
+/// Python raises).
+pub fn python_max(values: impl IntoIterator<Item = f32>) -> Option<f32> {
+    values.into_iter().fold(None, |best, x| match best {
+        Some(b) if x > b => Some(x),
+        Some(b) => Some(b),
+        None => Some(x),
+    })
+}
 
 /// The canonical upper-case name of a gRPC code, as the gRPC documentation and grpcurl spell it
 /// (`NOT_FOUND`); the server's metrics and logs and the client's errors print codes this way.
@@ -91,6 +104,17 @@ mod tests {
                 ..file
             })
             .collect()
+    }
+
+    #[test]
+    fn python_max_follows_python() {
+        use super::python_max;
+
+        assert_eq!(python_max([-3.0, -1.25, -4.0]), Some(-1.25));
+        assert_eq!(python_max([]), None);
+        assert!(python_max([f32::NAN, 1.0]).unwrap().is_nan());
+        assert_eq!(python_max([1.0, f32::NAN]), Some(1.0));
+        assert_eq!(python_max([1.0, f32::NAN, 2.0]), Some(2.0));
     }
 
     #[test]

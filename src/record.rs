@@ -46,15 +46,24 @@ pub struct ActivationRecord {
     pub dfa_target_index: Option<i64>,
 }
 
-const TOKENS: u32 = 1;
-const ACTIVATIONS: u32 = 2;
-const DFA_VALUES: u32 = 3;
-const DFA_TARGET_INDEX: u32 = 4;
+/// The field numbers of `ActivationRecord` in `proto/`, for the code that writes or reads its
+/// encoding by hand (these decoders, and the server's JSON reader, which encodes records as it
+/// reads them). The tests below check them against the compiled `.proto`.
+pub mod field {
+    use prost::encoding::WireType;
 
-/// The key byte of a `tokens` field: field 1, length-delimited.
-const TOKEN_KEY: u8 = (TOKENS << 3) as u8 | WireType::LengthDelimited as u8;
-/// The key byte of packed `activations`: field 2, length-delimited.
-const ACTIVATIONS_KEY: u8 = (ACTIVATIONS << 3) as u8 | WireType::LengthDelimited as u8;
+    pub const TOKENS: u32 = 1;
+    pub const ACTIVATIONS: u32 = 2;
+    pub const DFA_VALUES: u32 = 3;
+    pub const DFA_TARGET_INDEX: u32 = 4;
+
+    /// The key byte of a `tokens` field: field 1, length-delimited.
+    pub const TOKEN_KEY: u8 = (TOKENS << 3) as u8 | WireType::LengthDelimited as u8;
+    /// The key byte of packed `activations`: field 2, length-delimited.
+    pub const ACTIVATIONS_KEY: u8 = (ACTIVATIONS << 3) as u8 | WireType::LengthDelimited as u8;
+}
+
+use field::{ACTIVATIONS, ACTIVATIONS_KEY, DFA_TARGET_INDEX, DFA_VALUES, TOKEN_KEY, TOKENS};
 
 /// Reserved at most this many tokens ahead, whatever a (possibly malformed) buffer suggests.
 const MAX_RESERVE: usize = 1 << 12;

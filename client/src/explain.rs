@@ -54,16 +54,13 @@
 
 use std::fmt;
 
+use activations_proto::python_max;
+
 use crate::pb::ActivationRecord;
 
 /// Python's `relu`, `max(0.0, x)`: `x` when `x > 0.0`, else `+0.0` (NaN included).
 fn relu(x: f32) -> f32 {
     if x > 0.0 { x } else { 0.0 }
-}
-
-/// Python's two-argument `max(a, b)`: `b` only when `b > a`.
-fn python_max(a: f32, b: f32) -> f32 {
-    if b > a { b } else { a }
 }
 
 /// The double Python holds for the decimal `x` was read from: the shortest decimal that reads
@@ -136,12 +133,8 @@ impl fmt::Write for DecimalBuffer {
 pub fn max_activation(records: &[ActivationRecord]) -> Option<f32> {
     let mut max = None;
     for record in records {
-        let record_max = record
-            .activations
-            .iter()
-            .map(|&x| relu(x))
-            .reduce(python_max)?;
-        max = Some(max.map_or(record_max, |max| python_max(max, record_max)));
+        let record_max = python_max(record.activations.iter().map(|&x| relu(x)))?;
+        max = python_max(max.into_iter().chain([record_max]));
     }
     max
 }

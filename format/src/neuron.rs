@@ -2,10 +2,7 @@
 
 use std::fmt;
 
-use activations_proto::{
-    encoded::{EncodedRecord, python_max},
-    pb, wire,
-};
+use activations_proto::{encoded::EncodedRecord, pb, python_max, wire};
 
 /// Which neuron: a layer index and a neuron index within that layer.
 ///

@@ -5,6 +5,7 @@
 //! allowed; instead each record is kept as a 64-bit digest of its protobuf encoding (tokens,
 //! activation bits, the optional fields), which any wrong token or activation bit changes.
 
+use activations_proto::python_max;
 use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hasher},
@@ -186,15 +187,6 @@ fn expected_summary(record: &pb::NeuronRecord) -> pb::NeuronSummary {
     }
 }
 
-/// Python's `max`: the first item, replaced only by a strictly greater one.
-fn python_max(values: impl Iterator<Item = f32>) -> Option<f32> {
-    values.fold(None, |best, v| match best {
-        Some(b) if v > b => Some(v),
-        Some(b) => Some(b),
-        None => Some(v),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,12 +223,5 @@ mod tests {
         let mut changed = record.random_sample[0].clone();
         changed.activations[5] = f32::from_bits(changed.activations[5].to_bits() ^ 1);
         assert_ne!(digest(&record.random_sample[0]), digest(&changed));
-    }
-
-    #[test]
-    fn python_max_keeps_a_leading_nan_and_skips_later_ones() {
-        assert!(python_max([f32::NAN, 1.0].into_iter()).unwrap().is_nan());
-        assert_eq!(python_max([1.0, f32::NAN, 2.0].into_iter()), Some(2.0));
-        assert_eq!(python_max(std::iter::empty()), None);
     }
 }

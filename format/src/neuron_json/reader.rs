@@ -9,10 +9,7 @@
 
 use std::borrow::Cow;
 
-use activations_proto::{
-    encoded::{EncodedRecord, python_max},
-    wire,
-};
+use activations_proto::{encoded::EncodedRecord, python_max, record::field, wire};
 use bytes::Bytes;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
@@ -214,12 +211,12 @@ fn fail<T>(offset: usize, message: impl Into<String>) -> Result<T> {
     }))
 }
 
-/// Appends one `tokens` field (field 1, length-delimited) holding `token`.
+/// Appends one `tokens` field (length-delimited) holding `token`.
 fn push_token(fields: &mut Vec<u8>, token: &[u8]) {
     match u8::try_from(token.len()) {
-        Ok(len) if len < 0x80 => fields.extend_from_slice(&[0x0A, len]),
+        Ok(len) if len < 0x80 => fields.extend_from_slice(&[field::TOKEN_KEY, len]),
         _ => {
-            fields.push(0x0A);
+            fields.push(field::TOKEN_KEY);
             encode_varint(token.len() as u64, fields);
         }
     }
@@ -937,7 +934,7 @@ impl<'a> Reader<'a> {
         let start = out.len();
         out.extend_from_slice(&self.token_fields);
         if !self.activations.is_empty() {
-            encode_key(2, WireType::LengthDelimited, out);
+            encode_key(field::ACTIVATIONS, WireType::LengthDelimited, out);
             encode_varint(4 * self.activations.len() as u64, out);
             let packed = out.len();
             out.resize(packed + 4 * self.activations.len(), 0);
@@ -951,14 +948,14 @@ impl<'a> Reader<'a> {
                 .iter()
                 .map(|&v| encoded_len_varint(v as u64))
                 .sum();
-            encode_key(3, WireType::LengthDelimited, out);
+            encode_key(field::DFA_VALUES, WireType::LengthDelimited, out);
             encode_varint(len as u64, out);
             for &value in dfa_values {
                 encode_varint(value as u64, out);
             }
         }
         if let Some(index) = dfa_target_index {
-            encode_key(4, WireType::Varint, out);
+            encode_key(field::DFA_TARGET_INDEX, WireType::Varint, out);
             encode_varint(index as u64, out);
         }
         Span {
