@@ -1,5 +1,6 @@
 //! The SDK's error type: what went wrong, by category, with the server's rich error details.
 
+use activations_proto::ErrorReason;
 use std::fmt;
 
 use activations_proto::code_name;
@@ -227,6 +228,25 @@ impl StatusError {
     /// ```
     pub fn reason(&self) -> Option<&str> {
         self.details.error_info().map(|info| info.reason.as_str())
+    }
+
+    /// [`reason`](Self::reason) as the service's [`ErrorReason`], when it is one this SDK knows
+    /// (a newer server may send reasons it does not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::{ErrorReason, StatusError};
+    /// use std::collections::HashMap;
+    /// use tonic_types::{ErrorDetails, StatusExt};
+    ///
+    /// let details =
+    ///     ErrorDetails::with_error_info("NEURON_NOT_FOUND", "activations.neuron-explainer", HashMap::new());
+    /// let status = tonic::Status::with_error_details(tonic::Code::NotFound, "no file", details);
+    /// assert_eq!(StatusError::from(status).error_reason(), Some(ErrorReason::NeuronNotFound));
+    /// ```
+    pub fn error_reason(&self) -> Option<ErrorReason> {
+        self.reason()?.parse().ok()
     }
 
     /// Every rich error detail decoded from the status (details that fail to decode are

@@ -28,6 +28,7 @@ use crate::{
     dataset::{Dataset, Datasets},
     error::{ServiceError, Subject},
     store::StoreError,
+    telemetry::{self, Failure},
 };
 
 /// Limits of `StreamNeuronSplits`.
@@ -359,12 +360,20 @@ impl Job {
             neuron: key,
         }
         .encode();
-        let failed = |error: ServiceError| wire::NeuronSplits {
-            neuron_id: Some(key.into()),
-            splits: Vec::new(),
-            error: Some(rpc_status(Status::from(error))),
-            continues: false,
-            cursor: cursor.clone(),
+        // A neuron's failure is an item of a stream that goes on, not a failed call: the
+        // observing layer never sees it, so it is logged here.
+        let failed = |error: ServiceError| {
+            let (code, reason) = error.code_and_reason();
+            let message = error.to_string();
+            let reason = Some(reason);
+            telemetry::log_failure(code, &Failure { reason, message });
+            wire::NeuronSplits {
+                neuron_id: Some(key.into()),
+                splits: Vec::new(),
+                error: Some(rpc_status(Status::from(error))),
+                continues: false,
+                cursor: cursor.clone(),
+            }
         };
         let record = match self.dataset.store.neuron(key).await {
             Ok(record) => record,

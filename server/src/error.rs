@@ -6,6 +6,7 @@
 
 use std::{collections::HashMap, fmt, time::Duration};
 
+use activations_proto::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -119,11 +120,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// The `ErrorInfo.reason` of the status.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> ErrorReason {
         match self {
-            Refusal::Missing => "MISSING_BEARER_TOKEN",
-            Refusal::Malformed => "MALFORMED_AUTHORIZATION",
-            Refusal::UnknownToken => "INVALID_BEARER_TOKEN",
+            Refusal::Missing => ErrorReason::MissingBearerToken,
+            Refusal::Malformed => ErrorReason::MalformedAuthorization,
+            Refusal::UnknownToken => ErrorReason::InvalidBearerToken,
         }
     }
 }
@@ -145,12 +146,58 @@ impl ServiceError {
     }
 }
 
-impl From<ServiceError> for Status {
-    fn from(error: ServiceError) -> Status {
-        let message = error.to_string();
+impl ServiceError {
+    /// The status code and `ErrorInfo.reason` of this error: the one table of them.
+    pub fn code_and_reason(&self) -> (Code, ErrorReason) {
+        match self {
+            ServiceError::UnknownDataset { .. } => (Code::NotFound, ErrorReason::UnknownDataset),
+            ServiceError::InvalidArgument { .. } => {
+                (Code::InvalidArgument, ErrorReason::InvalidArgument)
+            }
+            ServiceError::NotEnoughRecords { .. } => {
+                (Code::FailedPrecondition, ErrorReason::NotEnoughRecords)
+            }
+            ServiceError::Unauthenticated(refusal) => (Code::Unauthenticated, refusal.reason()),
+            ServiceError::Overloaded { .. } => (Code::ResourceExhausted, ErrorReason::Overloaded),
+            ServiceError::RequestTooLarge { .. } => {
+                (Code::ResourceExhausted, ErrorReason::RequestTooLarge)
+            }
+            ServiceError::DeadlineExceeded { .. } => {
+                (Code::DeadlineExceeded, ErrorReason::DeadlineExceeded)
+            }
+            ServiceError::ShuttingDown | ServiceError::ShutdownGraceOver { .. } => {
+                (Code::Unavailable, ErrorReason::ShuttingDown)
+            }
+            ServiceError::Store {
+                subject, source, ..
+            } => match source.as_ref() {
+                StoreError::NotFound { .. } => match subject {
+                    Subject::Neuron(_) => (Code::NotFound, ErrorReason::NeuronNotFound),
+                    Subject::Layer(_) | Subject::Layers => {
+                        (Code::NotFound, ErrorReason::LayerNotFound)
+                    }
+                },
+                StoreError::Corrupt { .. } => (Code::DataLoss, ErrorReason::CorruptNeuronFile),
+                StoreError::Unavailable { .. } => {
+                    (Code::Unavailable, ErrorReason::StorageUnavailable)
+                }
+                StoreError::Denied { .. } => {
+                    (Code::FailedPrecondition, ErrorReason::StorageAccessDenied)
+                }
+                StoreError::ListingUnavailable { .. } => {
+                    (Code::FailedPrecondition, ErrorReason::DatasetShapeUnknown)
+                }
+                StoreError::Internal { .. } => (Code::Internal, ErrorReason::Internal),
+            },
+        }
+    }
+
+    /// The rich details beside the reason: what was asked for, the facts as `ErrorInfo`
+    /// metadata, and the detail message the code calls for (retry info, violations, ...).
+    fn details(&self, reason: ErrorReason) -> ErrorDetails {
         let mut details = ErrorDetails::new();
         let mut metadata = HashMap::new();
-        let (code, reason) = match &error {
+        match self {
             ServiceError::UnknownDataset { name, known } => {
                 details.set_resource_info(
                     "dataset",
@@ -159,11 +206,9 @@ impl From<ServiceError> for Status {
                     format!("known datasets: {}", known.join(", ")),
                 );
                 metadata.insert("dataset".to_string(), name.clone());
-                (Code::NotFound, "UNKNOWN_DATASET")
             }
             ServiceError::InvalidArgument { field, description } => {
                 details.add_bad_request_violation(*field, description);
-                (Code::InvalidArgument, "INVALID_ARGUMENT")
             }
             ServiceError::NotEnoughRecords {
                 dataset,
@@ -171,7 +216,7 @@ impl From<ServiceError> for Status {
                 detail,
             } => {
                 details.add_precondition_failure_violation(
-                    "NOT_ENOUGH_RECORDS",
+                    reason.as_str(),
                     format!("{dataset}/{}/{}", neuron.layer, neuron.neuron),
                     detail.to_string(),
                 );
@@ -183,9 +228,8 @@ impl From<ServiceError> for Status {
                     ("needed".to_string(), detail.needed.to_string()),
                     ("available".to_string(), detail.available.to_string()),
                 ]);
-                (Code::FailedPrecondition, "NOT_ENOUGH_RECORDS")
             }
-            ServiceError::Unauthenticated(refusal) => (Code::Unauthenticated, refusal.reason()),
+            ServiceError::Unauthenticated(_) => {}
             ServiceError::Overloaded { limit, retry_after } => {
                 details.set_retry_info(Some(*retry_after));
                 details.add_quota_failure_violation(
@@ -193,7 +237,6 @@ impl From<ServiceError> for Status {
                     format!("at most {limit} calls run at once"),
                 );
                 metadata.insert("limit".to_string(), limit.to_string());
-                (Code::ResourceExhausted, "OVERLOADED")
             }
             ServiceError::RequestTooLarge { limit } => {
                 details.add_quota_failure_violation(
@@ -201,20 +244,16 @@ impl From<ServiceError> for Status {
                     format!("a request message is at most {limit} bytes"),
                 );
                 metadata.insert("limit".to_string(), limit.to_string());
-                (Code::ResourceExhausted, "REQUEST_TOO_LARGE")
             }
             ServiceError::DeadlineExceeded { timeout } => {
                 metadata.insert("timeout".to_string(), format!("{timeout:?}"));
-                (Code::DeadlineExceeded, "DEADLINE_EXCEEDED")
             }
             ServiceError::ShuttingDown => {
                 details.set_retry_info(Some(Duration::ZERO));
-                (Code::Unavailable, "SHUTTING_DOWN")
             }
             ServiceError::ShutdownGraceOver { grace } => {
                 details.set_retry_info(Some(Duration::ZERO));
                 metadata.insert("grace".to_string(), format!("{grace:?}"));
-                (Code::Unavailable, "SHUTTING_DOWN")
             }
             ServiceError::Store {
                 dataset,
@@ -224,9 +263,9 @@ impl From<ServiceError> for Status {
                 metadata.extend(neuron_metadata(dataset, *subject));
                 match source.as_ref() {
                     StoreError::NotFound { path } => {
-                        let (kind, reason) = match subject {
-                            Subject::Neuron(_) => ("neuron", "NEURON_NOT_FOUND"),
-                            Subject::Layer(_) | Subject::Layers => ("layer", "LAYER_NOT_FOUND"),
+                        let kind = match subject {
+                            Subject::Neuron(_) => "neuron",
+                            Subject::Layer(_) | Subject::Layers => "layer",
                         };
                         details.set_resource_info(
                             kind,
@@ -235,17 +274,14 @@ impl From<ServiceError> for Status {
                             format!("no file at {path}"),
                         );
                         metadata.insert("path".to_string(), path.clone());
-                        (Code::NotFound, reason)
                     }
                     StoreError::Corrupt { path, source } => {
                         metadata.insert("path".to_string(), path.clone());
                         metadata.insert("offset".to_string(), source.offset.to_string());
-                        (Code::DataLoss, "CORRUPT_NEURON_FILE")
                     }
                     StoreError::Unavailable { path, .. } => {
                         metadata.insert("path".to_string(), path.clone());
                         details.set_retry_info(Some(STORAGE_RETRY_DELAY));
-                        (Code::Unavailable, "STORAGE_UNAVAILABLE")
                     }
                     StoreError::Denied { path, .. } => {
                         details.add_precondition_failure_violation(
@@ -255,7 +291,6 @@ impl From<ServiceError> for Status {
                              operator must fix its storage settings",
                         );
                         metadata.insert("path".to_string(), path.clone());
-                        (Code::FailedPrecondition, "STORAGE_ACCESS_DENIED")
                     }
                     StoreError::ListingUnavailable { location, .. } => {
                         details.add_precondition_failure_violation(
@@ -269,26 +304,25 @@ impl From<ServiceError> for Status {
                             ),
                         );
                         metadata.insert("location".to_string(), location.clone());
-                        (Code::FailedPrecondition, "DATASET_SHAPE_UNKNOWN")
                     }
                     StoreError::Internal { path, .. } => {
                         metadata.insert("path".to_string(), path.clone());
-                        (Code::Internal, "INTERNAL")
                     }
                 }
             }
-        };
-        // The caller's mistakes are routine; storage and data faults are the operator's concern.
-        let operator_concern = matches!(code, Code::DataLoss | Code::Unavailable | Code::Internal)
-            && reason != "SHUTTING_DOWN"
-            || reason == "STORAGE_ACCESS_DENIED";
-        if operator_concern {
-            tracing::warn!(?code, reason, "{message}");
-        } else {
-            tracing::debug!(?code, reason, "{message}");
         }
-        details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        Status::with_error_details(code, message, details)
+        details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+        details
+    }
+}
+
+/// The status of an error: its code, its message, and the rich details with the reason.
+/// Logging is the observing layer's (see `telemetry`), which sees every failed call.
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let (code, reason) = error.code_and_reason();
+        let details = error.details(reason);
+        Status::with_error_details(code, error.to_string(), details)
     }
 }
 

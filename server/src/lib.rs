@@ -18,6 +18,7 @@
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
+//! - [`upstream`]: the two facts the dependencies (object_store, tonic) give only as text.
 //! - [`routes`]: which service a call's path names (health and reflection are treated apart).
 //! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
 //!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
@@ -47,6 +48,7 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 
 pub use dataset::{Dataset, DatasetSpec, Datasets};
 pub use server::{Ready, ServeConfig, serve};

@@ -26,9 +26,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Body as HttpBody;
 use tokio::{sync::Semaphore, time::Instant};
-use tonic::{Code, Status, body::Body};
+use tonic::{Status, body::Body};
 
-use crate::{call_body::CallBody, error::ServiceError, routes::Route};
+use crate::{call_body::CallBody, error::ServiceError, routes::Route, upstream};
 
 /// The limits of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,12 +215,8 @@ fn oversized_request<B>(response: http::Response<B>, limits: &Limits) -> http::R
 where
     B: Default,
 {
-    let oversized = Status::from_header_map(response.headers()).is_some_and(|status| {
-        status.code() == Code::OutOfRange
-            && status
-                .message()
-                .starts_with("Error, decoded message length too large")
-    });
+    let oversized = Status::from_header_map(response.headers())
+        .is_some_and(|status| upstream::is_oversized_request(&status));
     if !oversized {
         return response;
     }

@@ -14,12 +14,14 @@
 //!   answer, a stream's end, an error in mid-stream). A response dropped before its end (the
 //!   client cancelled or went away) is `CANCELLED`;
 //! - when the call ends, logs one line at DEBUG on the target `activations_server::requests`
-//!   (code, duration, bytes), and records its code, duration and bytes into [`Metrics`] if the
-//!   server has them.
+//!   (code, reason, duration, bytes), and records its code, duration and bytes into [`Metrics`]
+//!   if the server has them. A failure that concerns the operator (storage, data, the server:
+//!   [`ErrorReason::concerns_the_operator`]) is also logged at WARN with its message, which names
+//!   the dataset and neuron: this layer sees every failed call, refused ones included, so no
+//!   handler or error conversion logs one.
 //!
 //! Completed calls log at DEBUG so that the default `info` log stays quiet under load (a bulk
-//! job makes thousands of calls a minute); failures worth an operator's attention are already
-//! logged at WARN where they happen, their messages naming the dataset and neuron.
+//! job makes thousands of calls a minute).
 //! `--log info,activations_server::requests=debug` turns on the per-call spans and lines alone.
 
 use std::{
@@ -29,12 +31,13 @@ use std::{
     time::Instant,
 };
 
-use activations_proto::{code_name, wire};
+use activations_proto::{ErrorReason, code_name, wire};
 use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{Span, field};
@@ -136,6 +139,45 @@ fn call_span(rpc: &str) -> Span {
         neuron = field::Empty,
         selection = field::Empty,
     )
+}
+
+/// What a failed call's status says beyond its code: the `ErrorInfo.reason` the service gave
+/// (none from tonic's own errors) and the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: Option<ErrorReason>,
+    pub message: String,
+}
+
+impl Failure {
+    /// The failure in `headers` (response headers or trailers), if they carry an error status.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Failure> {
+        let status = tonic::Status::from_header_map(headers)?;
+        if status.code() == Code::Ok {
+            return None;
+        }
+        let reason = status
+            .get_error_details()
+            .error_info()
+            .and_then(|info| info.reason.parse().ok());
+        Some(Failure {
+            reason,
+            message: status.message().to_string(),
+        })
+    }
+}
+
+/// Logs a failure where an operator sees it: at WARN when it concerns them, else at DEBUG.
+pub fn log_failure(code: Code, failure: &Failure) {
+    let reason = failure.reason.map(ErrorReason::as_str);
+    if failure
+        .reason
+        .is_some_and(ErrorReason::concerns_the_operator)
+    {
+        tracing::warn!(code = code_name(code), reason, "{}", failure.message);
+    } else {
+        tracing::debug!(code = code_name(code), reason, "{}", failure.message);
+    }
 }
 
 /// The gRPC status code in `headers` (`grpc-status`), if they carry one. A value that is not a
@@ -248,6 +290,9 @@ where
         Poll::Ready(match result {
             Ok(response) => {
                 call.header_code = grpc_status(response.headers());
+                if call.header_code.is_some_and(|code| code != Code::Ok) {
+                    call.failure = Failure::from_headers(response.headers());
+                }
                 Ok(response.map(|inner| ObservedBody {
                     inner,
                     call: Some(call),
@@ -301,6 +346,9 @@ impl<B: Body> Body for ObservedBody<B> {
                         let code = grpc_status(trailers)
                             .or(call.header_code)
                             .unwrap_or(Code::Unknown);
+                        if code != Code::Ok {
+                            call.failure = call.failure.take().or(Failure::from_headers(trailers));
+                        }
                         call.finish(code);
                     }
                 }
@@ -330,6 +378,8 @@ struct Call {
     metrics: Option<Metrics>,
     started: Instant,
     header_code: Option<Code>,
+    /// The reason and message of a failed call's status.
+    failure: Option<Failure>,
     bytes: u64,
     finished: bool,
 }
@@ -347,6 +397,7 @@ impl Call {
             metrics,
             started: Instant::now(),
             header_code: None,
+            failure: None,
             bytes: 0,
             finished: false,
         }
@@ -357,6 +408,14 @@ impl Call {
             return;
         }
         let elapsed = self.started.elapsed();
+        let failure = self.failure.take();
+        let reason = failure
+            .as_ref()
+            .and_then(|f| f.reason)
+            .map(ErrorReason::as_str);
+        if let Some(failure) = &failure {
+            self.span.in_scope(|| log_failure(code, failure));
+        }
         let code = code_name(code);
         if let Some(metrics) = &self.metrics {
             // A path no route serves is not a method: one series for them all, so that
@@ -375,6 +434,7 @@ impl Call {
             tracing::debug!(
                 target: "activations_server::requests",
                 code,
+                reason,
                 duration_ms = elapsed.as_secs_f64() * 1e3,
                 bytes = self.bytes,
                 "call ended"
@@ -536,6 +596,38 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("grpc-status", HeaderValue::from_str(status).unwrap());
         headers
+    }
+
+    #[test]
+    fn a_failed_status_gives_its_reason_and_message_and_success_gives_none() {
+        let error = crate::error::ServiceError::store(
+            "xl",
+            crate::error::Subject::Neuron(NeuronKey::new(1, 2)),
+            crate::store::StoreError::NotFound {
+                path: "1/2.json".to_string(),
+            },
+        );
+        let message = error.to_string();
+        let response = tonic::Status::from(error).into_http::<tonic::body::Body>();
+        assert_eq!(
+            Failure::from_headers(response.headers()),
+            Some(Failure {
+                reason: Some(ErrorReason::NeuronNotFound),
+                message,
+            })
+        );
+        let plain = tonic::Status::unimplemented("no such method").into_http::<tonic::body::Body>();
+        assert_eq!(
+            Failure::from_headers(plain.headers()),
+            Some(Failure {
+                reason: None,
+                message: "no such method".to_string(),
+            })
+        );
+        let mut ok = HeaderMap::new();
+        ok.insert("grpc-status", HeaderValue::from_static("0"));
+        assert_eq!(Failure::from_headers(&ok), None);
+        assert_eq!(Failure::from_headers(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use async_trait::async_trait;
 
 use activations_format::{neuron::NeuronKey, neuron_json::ParseError};
 
+use crate::upstream;
+
 pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use object::{ObjectNeuronStore, below};
 pub use shaped::ShapedStore;
@@ -105,7 +107,7 @@ impl StoreError {
                 source: Arc::new(error),
             },
             // Some requests (listings) report every HTTP failure as `Generic`.
-            source => match http_status(&source) {
+            source => match upstream::object_store_http_status(&source) {
                 Some(401 | 403) => StoreError::Denied {
                     path,
                     source: Arc::new(source),
@@ -118,24 +120,6 @@ impl StoreError {
             },
         }
     }
-}
-
-/// The HTTP status an `object_store` error reports, if any. `object_store` maps 401, 403 and
-/// 404 to their own variants for reads but not for listings, and its error type that carries
-/// the status cannot be named outside the crate; the status is in its message, in the form
-/// "status code: 403 Forbidden".
-fn http_status(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
-    const MARKER: &str = "status code: ";
-    let mut current = Some(error);
-    while let Some(error) = current {
-        let message = error.to_string();
-        if let Some(at) = message.find(MARKER) {
-            let digits = message[at + MARKER.len()..].get(..3)?;
-            return digits.parse().ok();
-        }
-        current = error.source();
-    }
-    None
 }
 
 #[cfg(test)]
