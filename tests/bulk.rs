@@ -355,6 +355,46 @@ async fn every_cursor_resumes_with_nothing_lost_or_repeated() {
     server.stop().await;
 }
 
+/// `SAVED` is the cursor the previous release's server gave, on its bundled sample, after
+/// neuron 1/1 of the selection [1/1, 1/2] (valid split, n = 5).
+#[tokio::test]
+async fn a_cursor_saved_from_the_previous_release_resumes_the_same_stream() {
+    const SAVED: &str = "YzEKYTAxY2E5OTE4NjgyZmZlYwowCjEKMQ";
+    let datasets = activations_server::Datasets::open(&[], &Default::default())
+        .await
+        .unwrap();
+    let server = start_server(datasets).await;
+    let mut client = raw(&server).await;
+    let full = request(list(&[(1, 1), (1, 2)]), &[Split::Valid], Some(5));
+    let resumed = pb::StreamNeuronSplitsRequest {
+        cursor: SAVED.to_string(),
+        ..full.clone()
+    };
+    let (rest, failure) = collect(&mut client, resumed).await;
+    assert!(failure.is_none(), "{failure:?}");
+    let (all, _) = collect(&mut client, full.clone()).await;
+    assert_eq!(rest.iter().map(id).collect::<Vec<_>>(), [(1, 2)]);
+    assert_eq!(
+        comparable(&rest),
+        comparable(&all[all.len() - rest.len()..])
+    );
+    // Cursors written now are of the current version, and also resume.
+    assert!(
+        activations_client::Cursor::inspect(&all[0].cursor).is_ok(),
+        "{}",
+        all[0].cursor
+    );
+    assert_ne!(all[0].cursor, SAVED);
+    // The saved cursor does not fit another stream.
+    let other = pb::StreamNeuronSplitsRequest {
+        cursor: SAVED.to_string(),
+        ..request(list(&[(1, 1), (1, 2)]), &[Split::Valid], Some(4))
+    };
+    let (_, failure) = collect(&mut client, other).await;
+    assert_eq!(failure.expect("refused").code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
 #[tokio::test]
 // Reversed ranges are the point: the server must refuse them.
 #[allow(clippy::reversed_empty_ranges)]

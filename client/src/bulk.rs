@@ -150,7 +150,8 @@ pub struct NeuronSplits {
     /// (a corrupt file). Such an error concerns this neuron only: the stream goes on.
     pub splits: std::result::Result<Vec<pb::SplitRecords>, StatusError>,
     /// Pass it to [`neuron_splits_from`](ActivationsClient::neuron_splits_from) (with the same
-    /// dataset, selection, splits and `n`) to continue after this neuron.
+    /// dataset, selection, splits and `n`) to continue after this neuron. Opaque;
+    /// [`Cursor::inspect`](crate::Cursor::inspect) reads where it stopped.
     pub cursor: String,
 }
 

@@ -45,7 +45,7 @@ pub mod security;
 pub mod settings;
 mod stub;
 
-pub use activations_proto::{ErrorReason, pb};
+pub use activations_proto::{ErrorReason, cursor::Cursor, pb};
 pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection};
 pub use client::{
     ActivationsClient, ClientBuilder, NeuronIndexStream, SplitRecordStream, neuron_id,

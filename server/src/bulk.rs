@@ -12,8 +12,10 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use activations_proto::wire;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use activations_proto::{
+    cursor::{Cursor, StreamIdentity},
+    pb, wire,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::Status;
@@ -76,17 +78,20 @@ pub async fn stream(
         .as_ref()
         .and_then(|p| p.n_examples_per_split);
     let selection = Selection::parse(request.selection.as_ref(), settings)?;
-    let fingerprint = fingerprint(&dataset.name, &request);
+    let stream = stream_identity(&dataset.name, &request);
     let resume = match request.cursor.as_str() {
         "" => None,
-        cursor => Some(Cursor::decode(cursor, fingerprint)?),
+        cursor => Some(
+            Cursor::decode(cursor, stream)
+                .map_err(|e| ServiceError::invalid("cursor", e.to_string()))?,
+        ),
     };
     let keys = selection.keys(dataset.clone(), resume).await?;
     let job = Arc::new(Job {
         dataset,
         splits,
         n,
-        fingerprint,
+        stream,
         message_bytes: settings.message_bytes.max(1),
     });
     let messages = keys
@@ -264,7 +269,7 @@ impl Selection {
         // position; listed ranges, whose listing may change between calls, resume after the
         // cursor's neuron, as they are ascending.
         let first = resume.as_ref().map_or(0, |c| c.position + 1);
-        let after = resume.map(|c| c.neuron);
+        let after = resume.map(|c| NeuronKey::new(c.layer_index, c.neuron_index));
         let past = move |key: NeuronKey| after.is_none_or(|after| key > after);
         match self {
             Selection::List(keys) => {
@@ -342,7 +347,7 @@ struct Job {
     dataset: Arc<Dataset>,
     splits: Vec<Split>,
     n: Option<u32>,
-    fingerprint: u64,
+    stream: StreamIdentity,
     message_bytes: usize,
 }
 
@@ -354,12 +359,7 @@ impl Job {
         position: u64,
         key: NeuronKey,
     ) -> Result<Vec<wire::NeuronSplits>, ServiceError> {
-        let cursor = Cursor {
-            fingerprint: self.fingerprint,
-            position,
-            neuron: key,
-        }
-        .encode();
+        let cursor = Cursor::new(self.stream, position, key.layer, key.neuron).encode();
         // A neuron's failure is an item of a stream that goes on, not a failed call: the
         // observing layer never sees it, so it is logged here.
         let failed = |error: ServiceError| {
@@ -479,63 +479,11 @@ fn rpc_status(status: Status) -> tonic_types::Status {
         })
 }
 
-/// Identifies a request's dataset, selection, splits and slice parameters: a cursor is only
-/// valid for the request it came from.
-fn fingerprint(dataset: &str, request: &wire::StreamNeuronSplitsRequest) -> u64 {
-    let canonical = wire::StreamNeuronSplitsRequest {
-        dataset: dataset.to_string(),
-        cursor: String::new(),
-        ..request.clone()
-    };
-    // FNV-1a: stable across builds and platforms, unlike the std hasher.
-    canonical
-        .encode_to_vec()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-}
-
-/// Where a stream stopped: the last neuron fully sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cursor {
-    fingerprint: u64,
-    position: u64,
-    neuron: NeuronKey,
-}
-
-impl Cursor {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "c1\n{:016x}\n{}\n{}\n{}",
-            self.fingerprint, self.position, self.neuron.layer, self.neuron.neuron
-        ))
-    }
-
-    fn decode(cursor: &str, fingerprint: u64) -> Result<Cursor, ServiceError> {
-        let malformed =
-            || ServiceError::invalid("cursor", "is not a cursor issued by StreamNeuronSplits");
-        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| malformed())?;
-        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
-        let parts: Vec<&str> = text.split('\n').collect();
-        let ["c1", hash, position, layer, neuron] = parts[..] else {
-            return Err(malformed());
-        };
-        let cursor = Cursor {
-            fingerprint: u64::from_str_radix(hash, 16).map_err(|_| malformed())?,
-            position: position.parse().map_err(|_| malformed())?,
-            neuron: NeuronKey::new(
-                layer.parse().map_err(|_| malformed())?,
-                neuron.parse().map_err(|_| malformed())?,
-            ),
-        };
-        if cursor.fingerprint != fingerprint {
-            return Err(ServiceError::invalid(
-                "cursor",
-                "belongs to a different request: resume with the same dataset, selection, \
-                 splits and slice_params as the stream that issued it",
-            ));
-        }
-        Ok(cursor)
-    }
+/// The stream `request` asks for, which its cursors are bound to.
+fn stream_identity(dataset: &str, request: &wire::StreamNeuronSplitsRequest) -> StreamIdentity {
+    // The server's message type and the contract's encode alike (the request holds no
+    // record); the cursor module reads the contract's.
+    let request = pb::StreamNeuronSplitsRequest::decode(request.encode_to_vec().as_slice())
+        .expect("a message decodes as the same message");
+    StreamIdentity::of(dataset, &request)
 }
