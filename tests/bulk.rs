@@ -2,15 +2,14 @@
 //! per-neuron errors that do not end the stream, cursors that resume with nothing lost or
 //! repeated, neurons split over several messages, bounded read-ahead under a slow client.
 
+use activations_webstore::FaultyHttpServer;
 use std::{collections::HashMap, time::Duration};
 
 use activations_client::{Split, neuron_id, pb};
 use activations_e2e::{
     TestServer,
     conformance::{self, CORRUPT},
-    fixtures,
-    http::FaultyHttpServer,
-    open_datasets, serve_dir, serve_uris, start_server,
+    fixtures, open_datasets, serve_dir, serve_uris, start_server,
 };
 use activations_format::layout::LayoutChoice;
 use activations_server::{
@@ -572,7 +571,7 @@ async fn unavailable_storage_ends_the_stream_and_the_cursor_resumes_it() {
         })
         .collect();
     let web = FaultyHttpServer::start(files);
-    web.inject_always("0/3.json", activations_e2e::http::Fault::Status(503));
+    web.inject_always("0/3.json", activations_webstore::Fault::Status(503));
     let uri = format!("{}?layers=1&neurons=6&layout=flat", web.url());
     let storage = StorageOptions {
         request_timeout: Duration::from_millis(500),

@@ -2,13 +2,13 @@
 //! as the files they were served from, failed neurons are reported while the others are
 //! written, an interrupted export resumes (files and JSONL), and progress is reported.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, path::Path, process::ExitCode, time::Duration};
 
 use activations_cli::{self as cli, Cli, RunError};
 use activations_e2e::{
     TestServer, conformance,
     fixtures::{REAL_NEURON, neuron, to_json, write_neuron},
-    http::{Fault, FaultyHttpServer},
     serve_dir, serve_uris,
 };
 use activations_server::location::StorageOptions;

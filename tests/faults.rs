@@ -3,15 +3,11 @@
 //! retry info within the retry budget, corrupt content is DATA_LOSS, and no call ever gets a
 //! wrong or partial record. Also: concurrent calls share one storage read.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, time::Duration};
 
 use activations_client::{ActivationsClient, Code};
-use activations_e2e::{
-    TestServer,
-    fixtures::REAL_NEURON,
-    http::{Fault, FaultyHttpServer},
-    serve_bundled, serve_uris,
-};
+use activations_e2e::{TestServer, fixtures::REAL_NEURON, serve_bundled, serve_uris};
 use activations_server::location::StorageOptions;
 use bytes::Bytes;
 use prost::Message;

@@ -1,15 +1,13 @@
 //! Self-tests of the HTTP servers datasets are served from in the end-to-end tests: the stock
 //! Python file server and the fault-injecting in-process server, observed with `reqwest`.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use activations_e2e::{
-    http::{Fault, FaultyHttpServer, StaticHttpServer},
-    install_tls_provider,
-};
+use activations_e2e::{http::StaticHttpServer, install_tls_provider};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,13 +3,13 @@
 //! limit, pages are capped, a stream past its deadline ends with DEADLINE_EXCEEDED, and a call
 //! that is cancelled or runs out of time abandons its storage read.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, time::Duration};
 
 use activations_client::{ActivationsClient, Code, RetryPolicy};
 use activations_e2e::{
     TestServer,
     fixtures::{REAL_NEURON, write_neuron},
-    http::{Fault, FaultyHttpServer},
     install_tls_provider, start_server,
 };
 use activations_proto::pb::{self, activation_service_client::ActivationServiceClient};

@@ -3,12 +3,12 @@
 //! included, and a stream the client gives up on as CANCELLED), with their latency, records,
 //! the cache's figures and the storage reads and HTTP requests under them.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, time::Duration};
 
 use activations_client::{Code, Split, neuron_id, pb};
 use activations_e2e::{
     fixtures::REAL_NEURON,
-    http::{Fault, FaultyHttpServer},
     scrape::{Scrape, serve_observed},
 };
 use activations_server::location::StorageOptions;

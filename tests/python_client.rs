@@ -6,11 +6,11 @@
 //! UNAVAILABLE. Run by `scripts/test.sh`, which installs grpcio, grpcio-tools, protobuf and the
 //! reference loader into `.venv/`.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, path::Path, process::Output, time::Duration};
 
 use activations_e2e::{
     fixtures::{self, REAL_NEURON},
-    http::{Fault, FaultyHttpServer},
     serve_dir, serve_uris,
     tools::{python, workspace_root},
 };

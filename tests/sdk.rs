@@ -3,6 +3,7 @@
 //! onto another server), client-side balancing, retries of unavailable storage, deadlines, and
 //! the explainer helpers against the Python explainer.
 
+use activations_webstore::{Fault, FaultyHttpServer};
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -18,9 +19,7 @@ use activations_client::{
 use activations_e2e::{
     TcpProxy, TestServer,
     conformance::{self, CORRUPT},
-    fixtures,
-    http::{Fault, FaultyHttpServer},
-    open_datasets, serve_dir, serve_uris, start_server,
+    fixtures, open_datasets, serve_dir, serve_uris, start_server,
     tools::{python, workspace_root},
 };
 use activations_format::layout::LayoutChoice;

@@ -12,7 +12,7 @@
 //!   `activations-echo` process).
 //! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address.
 //! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
-//! - [`soak`]: the soak: the release server behind a [`fault_http`] store that fails a share
+//! - [`soak`]: the soak: the release server behind an `activations-webstore` store that fails a share
 //!   of its requests, hundreds of checked callers, the server's process watched for leaks.
 //! - [`error`]: why a run stopped.
 //!
@@ -24,7 +24,6 @@ pub mod chart;
 pub mod datagen;
 pub mod echo;
 pub mod error;
-pub mod fault_http;
 pub mod launcher;
 pub mod load;
 pub mod process_memory;

@@ -11,6 +11,7 @@ pub mod samples;
 pub mod truth;
 pub mod workload;
 
+use activations_webstore::{FaultCounts, FaultyHttpServer, splitmix};
 use std::{
     fmt::Write as _,
     path::PathBuf,
@@ -28,10 +29,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::{
-    datagen::{DatasetSpec, write_dataset},
-    fault_http::{FaultCounts, FaultyFileServer, splitmix},
-};
+use crate::datagen::{DatasetSpec, write_dataset};
 use samples::{LeakLimits, Sample, leak_violations, metric_by, mib, scrape};
 use truth::Truth;
 use workload::{Caller, Kind, Tally, hot_set};
@@ -106,7 +104,7 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
         plan.neurons,
         threads,
     )?);
-    let store = FaultyFileServer::start(&plan.dataset_dir, plan.seed, plan.max_delay).await?;
+    let store = FaultyHttpServer::start_dir(&plan.dataset_dir)?;
     let server = Server::start(plan, &store.url()).await?;
     eprintln!(
         "server pid {} at {}, metrics at {}, store {} failing {:.1}% of requests",
@@ -116,7 +114,7 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
         store.url(),
         plan.fault_rate * 100.0
     );
-    store.set_fault_rate(plan.fault_rate);
+    store.set_fault_rate(plan.fault_rate, plan.seed, plan.max_delay);
 
     let mut clients = Vec::new();
     for _ in 0..plan.connections.max(1) {

@@ -24,7 +24,7 @@ use prost::Message;
 use serde::Serialize;
 
 use super::truth::{ExpectedRecord, Truth, received};
-use crate::fault_http::splitmix;
+use activations_webstore::splitmix;
 
 /// Codes a call may end with under injected storage faults (after the SDK's retries): the
 /// store stayed unavailable, the server shed load, or the call ran out of time.
