@@ -5,7 +5,10 @@
 use std::{
     io::Write,
     process::{Command, Output},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -457,21 +460,49 @@ async fn a_bulk_stream_resumed_on_a_new_connection_still_carries_the_token() {
     second.stop().await;
 }
 
-/// Everything logged in this test process, at every level, by every crate.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+/// While a capture is alive, everything logged in this process, at every level, by every crate.
+///
+/// The tests share one process, so the subscriber is installed once and records only while a
+/// capture is alive (the other tests' servers log through it meanwhile, which these checks
+/// tolerate: no test's token may be logged).
+fn captured_logs() -> Capture {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || LogSink(sink.clone()))
-            .try_init()
-            .expect("the only subscriber of this test process");
-        logs
-    })
-    .clone()
+    let logs = LOGS
+        .get_or_init(|| {
+            use tracing_subscriber::{Layer as _, filter::filter_fn, layer::SubscriberExt as _};
+            let logs = Arc::new(Mutex::new(Vec::new()));
+            let sink = logs.clone();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || LogSink(sink.clone()))
+                .with_filter(filter_fn(|_| CAPTURES.load(Ordering::SeqCst) > 0));
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+                .expect("the only subscriber of the test process");
+            logs
+        })
+        .clone();
+    CAPTURES.fetch_add(1, Ordering::SeqCst);
+    Capture { logs }
+}
+
+/// How many captures are alive.
+static CAPTURES: AtomicUsize = AtomicUsize::new(0);
+
+/// The logs recorded so far; recording stops when the last capture is dropped.
+struct Capture {
+    logs: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        CAPTURES.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct LogSink(Arc<Mutex<Vec<u8>>>);
@@ -520,7 +551,7 @@ async fn tokens_never_appear_in_logs_or_in_the_config() {
     ])
     .unwrap();
     let security = config.security().unwrap();
-    let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logged = logs.text();
     assert!(
         logged.contains("INVALID_BEARER_TOKEN"),
         "the refusal is logged, so the logs were captured"

@@ -1,0 +1,20 @@
+//! The end-to-end tests, one module per area, in one test binary: real servers on
+//! `127.0.0.1:0` driven through the SDK, the CLI, stock grpcurl and the Python reference loader,
+//! over every kind of storage. `cargo test -p activations-e2e -- MODULE::` runs one area.
+
+mod azurite;
+mod bad_input;
+mod bulk;
+mod export;
+mod faults;
+mod grpcurl;
+mod http_servers;
+mod limits;
+mod metrics;
+mod oracle;
+mod python_client;
+mod sdk;
+mod security;
+mod service;
+mod shutdown;
+mod storage;
