@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(other.code(), Code::Cancelled);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_deadline_ends_a_stream_with_deadline_exceeded() {
         let deadline = Deadline::start(Some(Duration::from_millis(50)));
         let slow = stream::iter([Ok::<u32, Status>(1)]).chain(stream::pending());
@@ -500,7 +500,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unary_calls_retry_transient_failures_only() {
         let settings = CallSettings {
             timeout: None,
@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(attempts, 4);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn streams_retry_only_before_their_first_message() {
         let settings = CallSettings {
             timeout: None,

@@ -130,7 +130,7 @@ mod tests {
 
     use futures::StreamExt;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stop_ends_the_body_with_its_status_after_whole_frames() {
         let body = CallBody::new(frames(3), ()).stop_on(async {
             tokio::time::sleep(Duration::from_millis(20)).await;

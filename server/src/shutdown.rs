@@ -301,7 +301,7 @@ mod tests {
         assert!(!drain.state.grace_over.load(Ordering::SeqCst));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn calls_still_running_after_the_grace_period_are_told_to_end() {
         let grace = Duration::from_millis(200);
         let drain = Drain::new(grace);
