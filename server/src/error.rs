@@ -144,9 +144,7 @@ impl ServiceError {
             source: Box::new(source),
         }
     }
-}
 
-impl ServiceError {
     /// The status code and `ErrorInfo.reason` of this error: the one table of them.
     pub fn code_and_reason(&self) -> (Code, ErrorReason) {
         match self {
