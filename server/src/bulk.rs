@@ -259,6 +259,58 @@ impl Selection {
         }
     }
 
+    /// The neuron at `position` of a list or a block, whose order needs no listing; `None`
+    /// past their end, and for listed ranges.
+    fn key_at(&self, position: u64) -> Option<NeuronKey> {
+        match self {
+            Selection::List(keys) => keys.get(usize::try_from(position).ok()?).copied(),
+            Selection::Block { layers, neurons } => {
+                let per_layer = u64::from(neurons.end - neurons.start);
+                let total = u64::from(layers.end - layers.start) * per_layer;
+                // position < total, so both quotient and remainder fit their u32 ranges.
+                (position < total).then(|| {
+                    NeuronKey::new(
+                        layers.start + (position / per_layer) as u32,
+                        neurons.start + (position % per_layer) as u32,
+                    )
+                })
+            }
+            Selection::Listed { .. } => None,
+        }
+    }
+
+    /// Checks that `cursor` names a place of this selection, so that resuming neither repeats
+    /// nor skips a neuron: in a list or a block, the neuron at the cursor's position is the
+    /// cursor's neuron; in a listed range, the neuron is one of the range. A cursor edited by
+    /// hand, or re-encoded with other numbers, fails here.
+    fn check_resume(&self, cursor: &Cursor) -> Result<(), ServiceError> {
+        let neuron = NeuronKey::new(cursor.layer_index, cursor.neuron_index);
+        let fits = match self {
+            Selection::List(_) | Selection::Block { .. } => {
+                self.key_at(cursor.position) == Some(neuron)
+            }
+            Selection::Listed {
+                layers,
+                neuron_start,
+            } => {
+                layers.contains(&neuron.layer)
+                    && neuron.neuron >= *neuron_start
+                    && cursor.position < u64::MAX
+            }
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(ServiceError::invalid(
+            "cursor",
+            format!(
+                "names {neuron} at position {}, which is not where this selection has it: \
+                 resume with a cursor this stream issued, unchanged",
+                cursor.position
+            ),
+        ))
+    }
+
     /// The neurons to serve, in selection order, after the cursor's neuron when resuming.
     async fn keys(
         self,
@@ -268,6 +320,10 @@ impl Selection {
         // Lists (which may repeat neurons) and blocks (whose order is arithmetic) resume by
         // position; listed ranges, whose listing may change between calls, resume after the
         // cursor's neuron, as they are ascending.
+        if let Some(cursor) = &resume {
+            self.check_resume(cursor)?;
+        }
+        // Checked above: a resumed position is below the end of the selection, or u64::MAX.
         let first = resume.as_ref().map_or(0, |c| c.position + 1);
         let after = resume.map(|c| NeuronKey::new(c.layer_index, c.neuron_index));
         let past = move |key: NeuronKey| after.is_none_or(|after| key > after);
@@ -280,15 +336,8 @@ impl Selection {
                     .skip(first as usize);
                 Ok(Box::pin(futures::stream::iter(keyed)))
             }
-            Selection::Block { layers, neurons } => {
-                let per_layer = u64::from(neurons.end - neurons.start);
-                let total = u64::from(layers.end - layers.start) * per_layer;
-                let keyed = (first..total).map(move |i| {
-                    // i < total, so both quotient and remainder fit their u32 ranges.
-                    let layer = layers.start + (i / per_layer) as u32;
-                    let neuron = neurons.start + (i % per_layer) as u32;
-                    Ok((i, NeuronKey::new(layer, neuron)))
-                });
+            Selection::Block { .. } => {
+                let keyed = (first..).map_while(move |i| self.key_at(i).map(|key| Ok((i, key))));
                 Ok(Box::pin(futures::stream::iter(keyed)))
             }
             Selection::Listed {
@@ -486,4 +535,93 @@ fn stream_identity(dataset: &str, request: &wire::StreamNeuronSplitsRequest) -> 
     let request = pb::StreamNeuronSplitsRequest::decode(request.encode_to_vec().as_slice())
         .expect("a message decodes as the same message");
     StreamIdentity::of(dataset, &request)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A list (with repeats) or a block, small enough to hold whole.
+    fn selection() -> impl Strategy<Value = Selection> {
+        prop_oneof![
+            prop::collection::vec((0u32..4, 0u32..4), 0..12).prop_map(|ids| Selection::List(
+                ids.into_iter().map(|(l, n)| NeuronKey::new(l, n)).collect()
+            )),
+            (0u32..3, 0u32..3, 0u32..3, 0u32..4).prop_map(|(l0, dl, n0, dn)| Selection::Block {
+                layers: l0..l0 + dl,
+                neurons: n0..n0 + dn,
+            }),
+        ]
+    }
+
+    /// Every neuron of a list or a block, in order.
+    fn all(selection: &Selection) -> Vec<NeuronKey> {
+        (0..).map_while(|i| selection.key_at(i)).collect()
+    }
+
+    fn cursor(position: u64, neuron: NeuronKey) -> Cursor {
+        let stream = StreamIdentity::of("d", &pb::StreamNeuronSplitsRequest::default());
+        Cursor::new(stream, position, neuron.layer, neuron.neuron)
+    }
+
+    proptest! {
+        /// Whatever a cursor says (one the stream issued, one with its position or neuron
+        /// edited, any numbers at all), either it is refused or the stream resumes exactly
+        /// after the neuron it names: nothing repeated, nothing skipped.
+        #[test]
+        fn no_cursor_makes_a_stream_repeat_or_skip(
+            selection in selection(),
+            position in prop_oneof![0u64..16, any::<u64>(), Just(u64::MAX)],
+            layer in 0u32..5,
+            neuron in 0u32..5,
+            issued in any::<bool>(),
+        ) {
+            let keys = all(&selection);
+            let named = match (issued, keys.get(position as usize)) {
+                (true, Some(&key)) if position < keys.len() as u64 => key,
+                _ => NeuronKey::new(layer, neuron),
+            };
+            let resumed = selection.check_resume(&cursor(position, named));
+            let fits = position < keys.len() as u64 && keys[position as usize] == named;
+            prop_assert_eq!(resumed.is_ok(), fits);
+            if fits {
+                let rest: Vec<NeuronKey> =
+                    ((position + 1)..).map_while(|i| selection.key_at(i)).collect();
+                prop_assert_eq!(&rest[..], &keys[position as usize + 1..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_listed_range_refuses_a_neuron_outside_it_and_the_last_position() {
+        let listed = Selection::Listed {
+            layers: 2..4,
+            neuron_start: 10,
+        };
+        assert!(
+            listed
+                .check_resume(&cursor(7, NeuronKey::new(3, 12)))
+                .is_ok()
+        );
+        for (position, neuron) in [
+            (7, NeuronKey::new(1, 12)),
+            (7, NeuronKey::new(4, 12)),
+            (7, NeuronKey::new(2, 9)),
+            (u64::MAX, NeuronKey::new(2, 12)),
+        ] {
+            let refused = listed.check_resume(&cursor(position, neuron));
+            assert!(
+                matches!(
+                    &refused,
+                    Err(ServiceError::InvalidArgument {
+                        field: "cursor",
+                        ..
+                    })
+                ),
+                "{position} {neuron}: {refused:?}"
+            );
+        }
+    }
 }

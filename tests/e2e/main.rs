@@ -8,6 +8,7 @@ mod bulk;
 mod export;
 mod faults;
 mod grpcurl;
+mod hostile;
 mod http_servers;
 mod limits;
 mod metrics;

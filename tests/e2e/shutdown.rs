@@ -4,16 +4,12 @@
 //! UNAVAILABLE and its last cursor resumes it on another server.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use activations_client::{ActivationsClient, Code, RetryPolicy, Selection, Split};
-use activations_e2e::{fixtures::REAL_NEURON, serve_dir, tools::server_binary};
-use activations_server::Ready;
+use activations_e2e::{fixtures::REAL_NEURON, process::ServerProcess, serve_dir};
 use futures::TryStreamExt;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -37,103 +33,35 @@ fn write_dataset(dir: &Path) {
     }
 }
 
-/// `activations-server` running as a child process; killed if the test fails.
-struct ServerProcess {
-    child: Child,
-    url: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl ServerProcess {
-    fn start(dir: &Path, grace: &str) -> ServerProcess {
-        let mut child = Command::new(server_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                grace,
-                "--dataset",
-            ])
-            .arg(format!("local={}", dir.display()))
-            .env_remove("ACTIVATIONS_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+/// Waits until the server's health check answers NOT_SERVING.
+async fn wait_until_not_serving(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
             .unwrap();
-        let ready = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| Ready::parse(&line))
-            .expect("the server prints its ready line");
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        // Keep reading the log, so the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        ServerProcess {
-            child,
-            url: format!("http://{}", ready.address),
-            log,
+        let mut health = HealthClient::new(channel);
+        let status = health
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == ServingStatus::NotServing {
+            return;
         }
-    }
-
-    fn terminate(&self) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?}; its log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_until_not_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let channel = tonic::transport::Endpoint::from_shared(self.url.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut health = HealthClient::new(channel);
-            let status = health
-                .check(HealthCheckRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .status();
-            if status == ServingStatus::NotServing {
-                return;
-            }
-            assert!(Instant::now() < deadline, "health still {status:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(Instant::now() < deadline, "health still {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn server_args(dir: &Path, grace: &str) -> Vec<String> {
+    let dataset = format!("local={}", dir.display());
+    ["--shutdown-grace", grace, "--dataset", &dataset]
+        .map(String::from)
+        .to_vec()
 }
 
 async fn connect(url: &str) -> ActivationsClient {
@@ -157,7 +85,7 @@ fn selection() -> Selection {
 async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path());
-    let mut server = ServerProcess::start(dir.path(), "60s");
+    let mut server = ServerProcess::start(&server_args(dir.path(), "60s"));
     let client = connect(&server.url).await;
     let mut stream = client.neuron_splits(selection(), &[Split::Valid], None);
     let mut received = Vec::new();
@@ -168,7 +96,7 @@ async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
     }
 
     server.terminate();
-    server.wait_until_not_serving().await;
+    wait_until_not_serving(&server.url).await;
     let refused = connect(&server.url)
         .await
         .neuron_summary(activations_client::neuron_id(0, 0))
@@ -192,7 +120,7 @@ async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
 async fn a_stream_longer_than_the_grace_period_ends_unavailable_and_resumes_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path());
-    let mut server = ServerProcess::start(dir.path(), "1s");
+    let mut server = ServerProcess::start(&server_args(dir.path(), "1s"));
     let other = serve_dir("local", dir.path()).await;
 
     let client = connect(&server.url).await;

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod conformance;
 pub mod fixtures;
 pub mod http;
+pub mod process;
 pub mod s3;
 pub mod scrape;
 pub mod tools;

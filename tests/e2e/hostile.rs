@@ -1,0 +1,137 @@
+//! What a hostile client can send a real `activations-server` process, and what it gets:
+//! never more than the request asks for, never a replay, always a clear refusal.
+
+use activations_client::{Code, neuron_id, pb};
+use activations_e2e::{fixtures::REAL_NEURON, process::ServerProcess};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures::StreamExt;
+use pb::activation_service_client::ActivationServiceClient;
+use tonic::{Status, transport::Channel};
+
+/// Neurons 0/0..0/4 and 1/0..1/4, each the real public file.
+fn dataset() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for layer in 0..2 {
+        std::fs::create_dir_all(dir.path().join(layer.to_string())).unwrap();
+        for neuron in 0..5 {
+            let path = dir.path().join(format!("{layer}/{neuron}.json"));
+            std::fs::write(path, REAL_NEURON).unwrap();
+        }
+    }
+    dir
+}
+
+fn serve(dir: &tempfile::TempDir) -> ServerProcess {
+    let dataset = format!("local={}", dir.path().display());
+    ServerProcess::start(&["--dataset".to_string(), dataset])
+}
+
+async fn raw(server: &ServerProcess) -> ActivationServiceClient<Channel> {
+    ActivationServiceClient::connect(server.url.clone())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+}
+
+/// The neurons a stream delivers, in order, and the status that ended it if it failed.
+async fn neurons(
+    client: &mut ActivationServiceClient<Channel>,
+    request: pb::StreamNeuronSplitsRequest,
+) -> (Vec<((u32, u32), String)>, Option<Status>) {
+    let mut stream = match client.stream_neuron_splits(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), Some(status)),
+    };
+    let mut delivered = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(message) => {
+                let id = message.neuron_id.unwrap();
+                delivered.push(((id.layer_index, id.neuron_index), message.cursor));
+            }
+            Err(status) => return (delivered, Some(status)),
+        }
+    }
+    (delivered, None)
+}
+
+/// `cursor` with its fields (version, fingerprint, position, layer, neuron) edited by `edit`,
+/// re-encoded as the service encodes cursors: what anyone can forge from a cursor they hold.
+fn forged(cursor: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).unwrap()).unwrap();
+    let mut fields: Vec<String> = text.split('\n').map(String::from).collect();
+    edit(&mut fields);
+    URL_SAFE_NO_PAD.encode(fields.join("\n"))
+}
+
+#[tokio::test]
+async fn forged_cursors_are_refused_and_never_replay_or_skip_neurons() {
+    let dir = dataset();
+    let server = serve(&dir);
+    let mut client = raw(&server).await;
+    let list = pb::NeuronSelection {
+        selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
+            neuron_ids: [(0, 1), (1, 3), (0, 1), (0, 4)]
+                .map(|(l, n)| neuron_id(l, n))
+                .to_vec(),
+        })),
+    };
+    let block = pb::NeuronSelection {
+        selection: Some(pb::neuron_selection::Selection::Range(pb::NeuronRange {
+            layer_start: 0,
+            layer_end: 2,
+            neuron_start: 1,
+            neuron_end: Some(4),
+        })),
+    };
+    for selection in [list, block] {
+        let full = pb::StreamNeuronSplitsRequest {
+            selection: Some(selection),
+            splits: vec![pb::Split::Valid as i32],
+            slice_params: Some(pb::ActivationRecordSliceParams {
+                n_examples_per_split: Some(2),
+            }),
+            ..Default::default()
+        };
+        let (all, failure) = neurons(&mut client, full.clone()).await;
+        assert!(failure.is_none(), "{failure:?}");
+        let cursor = all[1].1.clone();
+        let resume = |cursor: String| pb::StreamNeuronSplitsRequest {
+            cursor,
+            ..full.clone()
+        };
+
+        // The cursor as issued resumes exactly after its neuron.
+        let (rest, failure) = neurons(&mut client, resume(cursor.clone())).await;
+        assert!(failure.is_none(), "{failure:?}");
+        assert_eq!(rest, all[2..]);
+
+        let total = all.len() as u64;
+        let forgeries = [
+            // The last position wraps to the first neuron if added to unchecked.
+            forged(&cursor, |f| f[2] = u64::MAX.to_string()),
+            // A position that disagrees with the neuron named: skips or replays.
+            forged(&cursor, |f| f[2] = "0".to_string()),
+            forged(&cursor, |f| f[2] = "2".to_string()),
+            forged(&cursor, |f| f[2] = total.to_string()),
+            // A neuron the position does not hold.
+            forged(&cursor, |f| f[4] = "0".to_string()),
+            forged(&cursor, |f| f[3] = "7".to_string()),
+            // Not a number, a version that does not exist, a field too many.
+            forged(&cursor, |f| f[2] = "-1".to_string()),
+            forged(&cursor, |f| f[0] = "c9".to_string()),
+            forged(&cursor, |f| f.push("1".to_string())),
+        ];
+        for forgery in forgeries {
+            let (delivered, failure) = neurons(&mut client, resume(forgery.clone())).await;
+            let status = failure.unwrap_or_else(|| panic!("{forgery} delivered {delivered:?}"));
+            assert!(delivered.is_empty(), "{forgery}: {delivered:?}");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{forgery}: {status:?}"
+            );
+            assert!(status.message().contains("cursor"), "{}", status.message());
+        }
+    }
+}
