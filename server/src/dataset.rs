@@ -11,7 +11,7 @@ use activations_format::{
 };
 
 use crate::{
-    error::ServiceError,
+    error::{ServiceError, excerpt},
     location::{self, BUNDLED_NAME, BUNDLED_URI, Backend, Location, StorageOptions},
     metrics::{Metrics, ObservedStore, StorageMetrics},
     store::{
@@ -26,6 +26,19 @@ pub struct DatasetSpec {
     pub uri: String,
 }
 
+/// The longest dataset name, in bytes: a request naming a longer one is refused before
+/// anything else is done with it.
+pub const MAX_DATASET_NAME_BYTES: usize = 128;
+
+/// Whether `name` can name a dataset: 1 to [`MAX_DATASET_NAME_BYTES`] ASCII letters, digits,
+/// `-`, `_` and `.`.
+pub fn is_dataset_name(name: &str) -> bool {
+    (1..=MAX_DATASET_NAME_BYTES).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl FromStr for DatasetSpec {
     type Err = String;
 
@@ -33,13 +46,11 @@ impl FromStr for DatasetSpec {
         let (name, uri) = s
             .split_once('=')
             .ok_or_else(|| format!("expected NAME=URI, got {s:?}"))?;
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name {
+        if !is_dataset_name(name) {
             return Err(format!(
-                "dataset name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+                "dataset name {} must be 1 to {MAX_DATASET_NAME_BYTES} letters, digits, '-', \
+                 '_' and '.'",
+                excerpt(name)
             ));
         }
         if uri.is_empty() {
@@ -409,6 +420,16 @@ impl Datasets {
     pub fn get(&self, name: &str) -> Result<&Arc<Dataset>, ServiceError> {
         if name.is_empty() {
             return Ok(self.default());
+        }
+        if !is_dataset_name(name) {
+            return Err(ServiceError::invalid(
+                "dataset",
+                format!(
+                    "{} is not a dataset name: a name is 1 to {MAX_DATASET_NAME_BYTES} letters, \
+                     digits, '-', '_' and '.' (ListDatasets lists this server's)",
+                    excerpt(name)
+                ),
+            ));
         }
         self.entries
             .iter()

@@ -324,6 +324,17 @@ impl From<ServiceError> for Status {
     }
 }
 
+/// `text` as an error message or a log line may quote what a request sent: quoted, and cut to
+/// its first 40 characters with its length when longer, so that no request can make an
+/// answer or a log line large.
+pub fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 fn split_name(split: Split) -> String {
     split.name().to_string()
 }

@@ -6,6 +6,8 @@
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
+use crate::error::excerpt;
+
 /// Page size when the request gives 0 (or the maximum, if smaller).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// The default maximum page size (`--max-page-size`): larger requested sizes are lowered to it.
@@ -50,8 +52,10 @@ impl PageToken {
         };
         if token.dataset != dataset || token.layer != layer {
             return Err(format!(
-                "was issued for dataset {:?} layer {}, not dataset {dataset:?} layer {layer}",
-                token.dataset, token.layer
+                "was issued for dataset {} layer {}, not dataset {} layer {layer}",
+                excerpt(&token.dataset),
+                token.layer,
+                excerpt(dataset)
             ));
         }
         Ok(token)

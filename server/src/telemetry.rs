@@ -79,7 +79,12 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 
 /// Adds the dataset a call reads to its span.
 pub fn record_dataset(dataset: &str) {
-    Span::current().record("dataset", dataset);
+    if crate::dataset::is_dataset_name(dataset) {
+        Span::current().record("dataset", dataset);
+    } else {
+        // A name no dataset can have: bounded, like every quote of a request.
+        Span::current().record("dataset", crate::error::excerpt(dataset));
+    }
 }
 
 /// Adds the neuron a call reads to its span, as `layer/neuron`.

@@ -135,3 +135,98 @@ async fn forged_cursors_are_refused_and_never_replay_or_skip_neurons() {
         }
     }
 }
+
+/// The bytes a status takes in the trailers: its message and its encoded details.
+fn trailer_bytes(status: &Status) -> usize {
+    status.message().len() + status.details().len()
+}
+
+#[tokio::test]
+async fn request_strings_are_never_echoed_at_length() {
+    let dir = dataset();
+    let server = serve(&dir);
+    let mut client = raw(&server).await;
+    let long = "x".repeat(1 << 20);
+    let strange = format!("{}\u{202e}{}", "é".repeat(300), "\n".repeat(300));
+    for name in [long.as_str(), strange.as_str(), &"d".repeat(129)] {
+        let refused = client
+            .list_layers(pb::ListLayersRequest {
+                dataset: name.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{}",
+            refused.message()
+        );
+        assert!(
+            refused.message().contains("not a dataset name"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            trailer_bytes(&refused) < 1024,
+            "{} bytes",
+            trailer_bytes(&refused)
+        );
+        let summary = client
+            .get_neuron_summary(pb::GetNeuronSummaryRequest {
+                dataset: name.to_string(),
+                neuron_id: Some(neuron_id(0, 1)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(summary.code(), Code::InvalidArgument);
+        assert!(
+            trailer_bytes(&summary) < 1024,
+            "{} bytes",
+            trailer_bytes(&summary)
+        );
+    }
+    // A well-formed name that no dataset has is NOT_FOUND, listing the served ones.
+    let unknown = client
+        .list_layers(pb::ListLayersRequest {
+            dataset: "d".repeat(128),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("local"), "{}", unknown.message());
+    assert!(
+        trailer_bytes(&unknown) < 2048,
+        "{} bytes",
+        trailer_bytes(&unknown)
+    );
+
+    // A page token carrying a long dataset name of its own.
+    let token = URL_SAFE_NO_PAD.encode(format!("v1\n{long}\n0\n3"));
+    let refused = client
+        .list_neurons(pb::ListNeuronsRequest {
+            dataset: String::new(),
+            layer_index: 0,
+            page_size: 2,
+            page_token: token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("was issued for dataset"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        trailer_bytes(&refused) < 1024,
+        "{} bytes",
+        trailer_bytes(&refused)
+    );
+
+    // Nothing of the long names reached the log either.
+    assert!(
+        server.log().len() < 64 << 10,
+        "{} bytes of log",
+        server.log().len()
+    );
+}

@@ -1,5 +1,5 @@
 //! `activations-server` as an operator runs it: the real binary in a child process, found by
-//! [`server_binary`](crate::tools::server_binary), on `127.0.0.1:0`.
+//! [`server_binary`], on `127.0.0.1:0`.
 
 use std::{
     io::{BufRead, BufReader},
