@@ -35,6 +35,9 @@ pub enum ErrorReason {
     LayerNotFound,
     /// The neuron's file is not a neuron record (`DATA_LOSS`).
     CorruptNeuronFile,
+    /// What lies at the neuron's path is not a file to read (a FIFO, a directory, a device) or
+    /// is above the server's size limit (`FAILED_PRECONDITION`).
+    UnreadableNeuronFile,
     /// The storage could not be read, after the server's own retries (`UNAVAILABLE`, retry).
     StorageUnavailable,
     /// The storage refused the server's credentials (`FAILED_PRECONDITION`).
@@ -47,7 +50,7 @@ pub enum ErrorReason {
 
 impl ErrorReason {
     /// Every reason, in the order above.
-    pub const ALL: [ErrorReason; 17] = [
+    pub const ALL: [ErrorReason; 18] = [
         ErrorReason::UnknownDataset,
         ErrorReason::InvalidArgument,
         ErrorReason::NotEnoughRecords,
@@ -61,6 +64,7 @@ impl ErrorReason {
         ErrorReason::NeuronNotFound,
         ErrorReason::LayerNotFound,
         ErrorReason::CorruptNeuronFile,
+        ErrorReason::UnreadableNeuronFile,
         ErrorReason::StorageUnavailable,
         ErrorReason::StorageAccessDenied,
         ErrorReason::DatasetShapeUnknown,
@@ -83,6 +87,7 @@ impl ErrorReason {
             ErrorReason::NeuronNotFound => "NEURON_NOT_FOUND",
             ErrorReason::LayerNotFound => "LAYER_NOT_FOUND",
             ErrorReason::CorruptNeuronFile => "CORRUPT_NEURON_FILE",
+            ErrorReason::UnreadableNeuronFile => "UNREADABLE_NEURON_FILE",
             ErrorReason::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorReason::StorageAccessDenied => "STORAGE_ACCESS_DENIED",
             ErrorReason::DatasetShapeUnknown => "DATASET_SHAPE_UNKNOWN",
@@ -97,6 +102,7 @@ impl ErrorReason {
         matches!(
             self,
             ErrorReason::CorruptNeuronFile
+                | ErrorReason::UnreadableNeuronFile
                 | ErrorReason::StorageUnavailable
                 | ErrorReason::StorageAccessDenied
                 | ErrorReason::Internal

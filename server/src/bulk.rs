@@ -508,7 +508,9 @@ impl Job {
 /// stream (which it ends, to be resumed).
 fn is_about_the_neuron(error: &StoreError) -> bool {
     match error {
-        StoreError::NotFound { .. } | StoreError::Corrupt { .. } => true,
+        StoreError::NotFound { .. }
+        | StoreError::Corrupt { .. }
+        | StoreError::Unreadable { .. } => true,
         StoreError::Unavailable { .. }
         | StoreError::Denied { .. }
         | StoreError::ListingUnavailable { .. }

@@ -155,6 +155,12 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
     pub max_request_bytes: u64,
 
+    /// The largest neuron file read (suffixes as for --cache-bytes): a larger one is refused
+    /// from its size, without being read, with FAILED_PRECONDITION. The public GPT-2 XL files
+    /// are about 230 KB each.
+    #[arg(long, env = "ACTIVATIONS_MAX_NEURON_FILE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_neuron_file_bytes: u64,
+
     /// The largest response message sent; a larger one (a huge neuron record) fails its call
     /// with OUT_OF_RANGE.
     #[arg(long, env = "ACTIVATIONS_MAX_RESPONSE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
@@ -228,6 +234,7 @@ impl Config {
                 max_retries: self.storage_retries,
                 retry_budget: self.storage_retry_budget,
             },
+            max_neuron_file_bytes: self.max_neuron_file_bytes,
         }
     }
 }

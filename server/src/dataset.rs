@@ -15,7 +15,8 @@ use crate::{
     location::{self, BUNDLED_NAME, BUNDLED_URI, Backend, Location, StorageOptions},
     metrics::{Metrics, ObservedStore, StorageMetrics},
     store::{
-        CacheConfig, CachedStore, NeuronStore, ObjectNeuronStore, ShapedStore, StoreError, below,
+        CacheConfig, CachedStore, DEFAULT_MAX_NEURON_FILE_BYTES, NeuronStore, ObjectNeuronStore,
+        ShapedStore, StoreError, below,
     },
 };
 
@@ -105,7 +106,7 @@ pub enum ConfigError {
 }
 
 /// Settings that apply to every dataset a server opens.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
     /// The `--layout` flag; a dataset's `?layout=` wins over it.
     pub layout: LayoutChoice,
@@ -113,6 +114,19 @@ pub struct OpenOptions {
     pub cache: CacheConfig,
     /// Timeouts and retries for remote stores.
     pub storage: StorageOptions,
+    /// `--max-neuron-file-bytes`: larger neuron files are refused without being read whole.
+    pub max_neuron_file_bytes: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            layout: LayoutChoice::default(),
+            cache: CacheConfig::default(),
+            storage: StorageOptions::default(),
+            max_neuron_file_bytes: DEFAULT_MAX_NEURON_FILE_BYTES,
+        }
+    }
 }
 
 /// A named neuron store.
@@ -208,11 +222,19 @@ impl Dataset {
                 detect_layout(&spec.name, &location, store.as_ref(), &root, shape.as_ref()).await?
             }
         };
-        let mut object = ObjectNeuronStore::new(store, root, layout).with_location(&spec.uri);
+        let mut object = ObjectNeuronStore::new(store, root, layout)
+            .with_location(&spec.uri)
+            .with_max_file_bytes(options.max_neuron_file_bytes);
         if remote {
             object = object.with_read_deadline(options.storage.read_deadline());
         } else {
             object = object.with_local_reads();
+        }
+        if let Backend::Local(dir) = &location.backend {
+            // Opened above, so it exists; its canonical form is the store's root.
+            if let Ok(dir) = dir.canonicalize() {
+                object = object.with_local_dir(dir);
+            }
         }
         if !location.backend.can_list() {
             object = object.without_listing("a plain web server cannot list its files");

@@ -186,6 +186,9 @@ impl ServiceError {
                     (Code::FailedPrecondition, ErrorReason::DatasetShapeUnknown)
                 }
                 StoreError::Internal { .. } => (Code::Internal, ErrorReason::Internal),
+                StoreError::Unreadable { .. } => {
+                    (Code::FailedPrecondition, ErrorReason::UnreadableNeuronFile)
+                }
             },
         }
     }
@@ -304,6 +307,17 @@ impl ServiceError {
                         metadata.insert("location".to_string(), location.clone());
                     }
                     StoreError::Internal { path, .. } => {
+                        metadata.insert("path".to_string(), path.clone());
+                    }
+                    StoreError::Unreadable { path, reason } => {
+                        details.add_precondition_failure_violation(
+                            "NEURON_FILE",
+                            resource_name(dataset, *subject),
+                            format!(
+                                "{reason}; the server's operator must replace it with the \
+                                 neuron's file"
+                            ),
+                        );
                         metadata.insert("path".to_string(), path.clone());
                     }
                 }

@@ -1,7 +1,7 @@
 //! What a hostile client can send a real `activations-server` process, and what it gets:
 //! never more than the request asks for, never a replay, always a clear refusal.
 
-use activations_client::{Code, neuron_id, pb};
+use activations_client::{Code, ErrorReason, StatusError, neuron_id, pb};
 use activations_e2e::{fixtures::REAL_NEURON, process::ServerProcess};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::StreamExt;
@@ -229,4 +229,55 @@ async fn request_strings_are_never_echoed_at_length() {
         "{} bytes of log",
         server.log().len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_regular_files_within_the_size_limit_are_read() {
+    let dir = dataset();
+    // A named pipe, which blocks whoever opens it for reading until a writer comes; a
+    // directory; and a file above the limit set below.
+    let fifo = dir.path().join("0/10.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir(dir.path().join("0/11.json")).unwrap();
+    std::fs::write(dir.path().join("0/12.json"), vec![b' '; 300 << 10]).unwrap();
+    let dataset = format!("local={}", dir.path().display());
+    let server = ServerProcess::start(&[
+        "--dataset".to_string(),
+        dataset,
+        "--max-neuron-file-bytes".to_string(),
+        "256KiB".to_string(),
+    ]);
+    let mut client = raw(&server).await;
+    let summary = |neuron: u32| {
+        let mut request = tonic::Request::new(pb::GetNeuronSummaryRequest {
+            dataset: String::new(),
+            neuron_id: Some(neuron_id(0, neuron)),
+        });
+        request.set_timeout(std::time::Duration::from_secs(5));
+        request
+    };
+    // More calls than the server has reader threads: none may be left blocked.
+    for _ in 0..2 {
+        for (neuron, what) in [
+            (10, "named pipe"),
+            (11, "directory"),
+            (12, "limit of 262144"),
+        ] {
+            let refused = client
+                .get_neuron_summary(summary(neuron))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+            assert!(refused.message().contains(what), "{}", refused.message());
+            let reason = StatusError::from(refused).error_reason();
+            assert_eq!(reason, Some(ErrorReason::UnreadableNeuronFile));
+        }
+    }
+    // The readers are free: a real neuron is still served.
+    let served = client.get_neuron_summary(summary(1)).await.unwrap();
+    assert!(served.into_inner().max_activation.is_some());
 }

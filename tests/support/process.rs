@@ -62,7 +62,8 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "activations-server printed no ready line within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                "activations-server exited, or printed no ready line within {STARTUP_TIMEOUT:?}; \
+                 its log:\n{}",
                 log.lock().unwrap().join("\n")
             );
         };

@@ -55,6 +55,7 @@ fn error_kind(error: &StoreError) -> &'static str {
         StoreError::Denied { .. } => "denied",
         StoreError::ListingUnavailable { .. } => "listing_unavailable",
         StoreError::Internal { .. } => "internal",
+        StoreError::Unreadable { .. } => "unreadable",
     }
 }
 

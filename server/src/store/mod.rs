@@ -24,6 +24,19 @@ pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use object::{ObjectNeuronStore, below};
 pub use shaped::ShapedStore;
 
+/// The default of `--max-neuron-file-bytes`: the public GPT-2 XL files are about 230 KB each,
+/// so this leaves room for far larger records while bounding what one read may take.
+pub const DEFAULT_MAX_NEURON_FILE_BYTES: u64 = 64 << 20;
+
+/// Why a file of `size` bytes is not read under a limit of `max` bytes, if it is not.
+pub(crate) fn too_large(size: u64, max: u64) -> Option<String> {
+    (size > max).then(|| {
+        format!(
+            "it is {size} bytes, above this server's limit of {max} bytes (--max-neuron-file-bytes)"
+        )
+    })
+}
+
 /// A source of neuron records, addressed by layer and neuron index.
 #[async_trait]
 pub trait NeuronStore: Send + Sync + std::fmt::Debug + 'static {
@@ -91,6 +104,12 @@ pub enum StoreError {
     /// A bug in this server, not a property of the data or the store.
     #[error("reading {path} failed: {detail}")]
     Internal { path: String, detail: String },
+
+    /// Something that is not a neuron file to read: not a regular file (a FIFO, which would
+    /// block the reader, a directory, a device), or larger than the server's limit. Refused
+    /// from its metadata, without opening or reading it.
+    #[error("{path} cannot be read as a neuron file: {reason}")]
+    Unreadable { path: String, reason: String },
 }
 
 impl StoreError {

@@ -15,6 +15,7 @@ use std::{
     future::Future,
     num::NonZeroUsize,
     panic::AssertUnwindSafe,
+    path::PathBuf,
     pin::pin,
     sync::{Arc, LazyLock, Mutex, mpsc},
     task::{Context, Poll, Wake, Waker},
@@ -27,6 +28,8 @@ use object_store::{GetResult, GetResultPayload, ObjectStore, ObjectStoreExt, pat
 use tokio::sync::oneshot;
 
 use activations_format::neuron_json::{self, ParseError};
+
+use super::{StoreError, too_large};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -98,15 +101,30 @@ pub(super) async fn parse(bytes: Bytes) -> Result<Result<wire::NeuronRecord, Par
 }
 
 /// Reads the file at `path` of a local `store` and parses it, all on one reader thread.
+/// `file` is where `path` lies on the filesystem: it is checked first, from its metadata
+/// alone, so that only a regular file of at most `max_bytes` is ever opened.
 pub(super) async fn read_local(
     store: Arc<dyn ObjectStore>,
     path: Path,
-) -> Result<object_store::Result<Result<wire::NeuronRecord, ParseError>>, Failed> {
+    file: Option<PathBuf>,
+    max_bytes: u64,
+) -> Result<Result<Result<wire::NeuronRecord, ParseError>, StoreError>, Failed> {
     run(move || {
-        let result = block_on(store.get(&path))?;
+        let unreadable = |reason| StoreError::Unreadable {
+            path: path.to_string(),
+            reason,
+        };
+        if let Some(reason) = file.as_deref().and_then(|file| refusal(file, max_bytes)) {
+            return Err(unreadable(reason));
+        }
+        let store_error = |e| StoreError::from_object_store(&path, e);
+        let result = block_on(store.get(&path)).map_err(store_error)?;
+        if let Some(reason) = too_large(result.meta.size, max_bytes) {
+            return Err(unreadable(reason));
+        }
         let bytes = match result.payload {
             GetResultPayload::File(file, local_path) => {
-                read_range(file, &local_path, result.range)?
+                read_range(file, &local_path, result.range).map_err(store_error)?
             }
             // Not a local file after all: collect whatever the store streams.
             GetResultPayload::Stream(stream) => {
@@ -114,12 +132,48 @@ pub(super) async fn read_local(
                     payload: GetResultPayload::Stream(stream),
                     ..result
                 };
-                block_on(collected.bytes())?.to_vec()
+                block_on(collected.bytes()).map_err(store_error)?.to_vec()
             }
         };
         Ok(neuron_json::parse_neuron(&bytes))
     })
     .await
+}
+
+/// Why `file` must not be opened, from its metadata (which never opens it): it is not a
+/// regular file, or it is larger than `max_bytes`. A file that cannot be looked at is left to
+/// the read, which says why.
+fn refusal(file: &std::path::Path, max_bytes: u64) -> Option<String> {
+    let metadata = std::fs::metadata(file).ok()?;
+    if metadata.is_file() {
+        return too_large(metadata.len(), max_bytes);
+    }
+    Some(format!(
+        "it is {}, not a regular file",
+        kind(&metadata.file_type())
+    ))
+}
+
+/// What a file that is not a regular one is.
+fn kind(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_block_device() || file_type.is_char_device() {
+            return "a device";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 /// Reads `range` of an open file into a buffer of exactly its size, without zeroing it first.
