@@ -25,6 +25,8 @@ pub enum ErrorReason {
     Overloaded,
     /// The request message is above the server's size limit (`RESOURCE_EXHAUSTED`).
     RequestTooLarge,
+    /// The response message would be above the server's size limit (`OUT_OF_RANGE`).
+    ResponseTooLarge,
     /// The call's deadline passed (`DEADLINE_EXCEEDED`).
     DeadlineExceeded,
     /// The server is draining for shutdown (`UNAVAILABLE`, retry on another server).
@@ -50,7 +52,7 @@ pub enum ErrorReason {
 
 impl ErrorReason {
     /// Every reason, in the order above.
-    pub const ALL: [ErrorReason; 18] = [
+    pub const ALL: [ErrorReason; 19] = [
         ErrorReason::UnknownDataset,
         ErrorReason::InvalidArgument,
         ErrorReason::NotEnoughRecords,
@@ -59,6 +61,7 @@ impl ErrorReason {
         ErrorReason::InvalidBearerToken,
         ErrorReason::Overloaded,
         ErrorReason::RequestTooLarge,
+        ErrorReason::ResponseTooLarge,
         ErrorReason::DeadlineExceeded,
         ErrorReason::ShuttingDown,
         ErrorReason::NeuronNotFound,
@@ -82,6 +85,7 @@ impl ErrorReason {
             ErrorReason::InvalidBearerToken => "INVALID_BEARER_TOKEN",
             ErrorReason::Overloaded => "OVERLOADED",
             ErrorReason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            ErrorReason::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             ErrorReason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             ErrorReason::ShuttingDown => "SHUTTING_DOWN",
             ErrorReason::NeuronNotFound => "NEURON_NOT_FOUND",

@@ -72,6 +72,17 @@ pub enum ServiceError {
     )]
     RequestTooLarge { limit: usize },
 
+    #[error(
+        "{what} is {size} bytes, above this server's limit of {limit} bytes for a response \
+         message (--max-response-bytes); read it in parts (StreamActivationRecords, \
+         StreamNeuronSplits)"
+    )]
+    ResponseTooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
+
     #[error("the call did not complete within its deadline of {timeout:?} (grpc-timeout)")]
     DeadlineExceeded { timeout: Duration },
 
@@ -160,6 +171,9 @@ impl ServiceError {
             ServiceError::RequestTooLarge { .. } => {
                 (Code::ResourceExhausted, ErrorReason::RequestTooLarge)
             }
+            ServiceError::ResponseTooLarge { .. } => {
+                (Code::OutOfRange, ErrorReason::ResponseTooLarge)
+            }
             ServiceError::DeadlineExceeded { .. } => {
                 (Code::DeadlineExceeded, ErrorReason::DeadlineExceeded)
             }
@@ -245,6 +259,14 @@ impl ServiceError {
                     format!("a request message is at most {limit} bytes"),
                 );
                 metadata.insert("limit".to_string(), limit.to_string());
+            }
+            ServiceError::ResponseTooLarge { size, limit, .. } => {
+                details.add_quota_failure_violation(
+                    "response bytes",
+                    format!("a response message is at most {limit} bytes; this one is {size}"),
+                );
+                metadata.insert("limit".to_string(), limit.to_string());
+                metadata.insert("size".to_string(), size.to_string());
             }
             ServiceError::DeadlineExceeded { timeout } => {
                 metadata.insert("timeout".to_string(), format!("{timeout:?}"));

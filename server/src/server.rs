@@ -137,7 +137,9 @@ pub async fn serve(
         security,
     } = config;
     let limits = settings.limits;
-    let service = service.with_max_page_size(limits.max_page_size);
+    let service = service
+        .with_max_page_size(limits.max_page_size)
+        .with_max_response_bytes(limits.max_response_bytes);
     let drain = Drain::new(settings.shutdown_grace);
     let (health, health_service) = tonic_health::server::health_reporter();
     health

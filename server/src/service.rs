@@ -29,6 +29,7 @@ pub struct ActivationsService {
     bulk: BulkSettings,
     metrics: Option<Metrics>,
     max_page_size: usize,
+    max_response_bytes: usize,
 }
 
 impl ActivationsService {
@@ -38,6 +39,7 @@ impl ActivationsService {
             bulk: BulkSettings::DEFAULT,
             metrics: None,
             max_page_size: page_token::MAX_PAGE_SIZE,
+            max_response_bytes: crate::limits::Limits::DEFAULT.max_response_bytes,
         }
     }
 
@@ -57,6 +59,26 @@ impl ActivationsService {
     pub fn with_max_page_size(mut self, max_page_size: usize) -> Self {
         self.max_page_size = max_page_size.max(1);
         self
+    }
+
+    /// Sets the largest response message, checked on the message the service builds, before
+    /// any compression.
+    pub fn with_max_response_bytes(mut self, max_response_bytes: usize) -> Self {
+        self.max_response_bytes = max_response_bytes;
+        self
+    }
+
+    /// Refuses a response message above the limit, whatever compression would make of it.
+    fn check_size(&self, message: &impl prost::Message, what: &str) -> Result<(), ServiceError> {
+        let size = message.encoded_len();
+        if size <= self.max_response_bytes {
+            return Ok(());
+        }
+        Err(ServiceError::ResponseTooLarge {
+            what: what.to_string(),
+            size,
+            limit: self.max_response_bytes,
+        })
     }
 
     /// Sets the limits of `StreamNeuronSplits`.
@@ -109,7 +131,8 @@ impl ActivationService for ActivationsService {
         request: Request<wire::GetNeuronRecordRequest>,
     ) -> Result<Response<wire::NeuronRecord>, Status> {
         let request = request.into_inner();
-        let (_, _, record) = self.load(&request.dataset, request.neuron_id).await?;
+        let (_, key, record) = self.load(&request.dataset, request.neuron_id).await?;
+        self.check_size(record.as_ref(), &format!("the record of {key}"))?;
         Ok(Response::new(Arc::unwrap_or_clone(record)))
     }
 
@@ -132,9 +155,27 @@ impl ActivationService for ActivationsService {
             }
         })?;
         tracing::debug!(dataset = %dataset.name, neuron = %key, %split, records = plan.len(), "streaming split");
-        let records = plan
-            .entries()
-            .map(move |(source, index)| Ok(splits::split_record(&record, source, index)));
+        let limit = self.max_response_bytes;
+        let records = plan.entries().map(move |(source, index)| {
+            let message = splits::split_record(&record, source, index);
+            let size = prost::Message::encoded_len(&message);
+            if size > limit {
+                let what = format!("record {index} of the {source} records of {key}");
+                return Err(Status::from(ServiceError::ResponseTooLarge {
+                    what,
+                    size,
+                    limit,
+                }));
+            }
+            Ok(message)
+        });
+        // Nothing follows a refused record.
+        let records = records.scan(false, |failed, item| {
+            (!*failed).then(|| {
+                *failed = item.is_err();
+                item
+            })
+        });
         let records = futures::stream::iter(records);
         Ok(Response::new(match &self.metrics {
             Some(metrics) => {

@@ -281,3 +281,57 @@ async fn only_regular_files_within_the_size_limit_are_read() {
     let served = client.get_neuron_summary(summary(1)).await.unwrap();
     assert!(served.into_inner().max_activation.is_some());
 }
+
+#[tokio::test]
+async fn the_response_limit_applies_to_the_message_not_its_compressed_form() {
+    let dir = dataset();
+    let dataset = format!("local={}", dir.path().display());
+    let server = ServerProcess::start(&[
+        "--dataset".to_string(),
+        dataset,
+        "--max-response-bytes".to_string(),
+        "100KiB".to_string(),
+    ]);
+    let request = || pb::GetNeuronRecordRequest {
+        dataset: String::new(),
+        neuron_id: Some(neuron_id(0, 1)),
+    };
+    // The record's message is larger than 100 KiB; gzip makes it about a third of that.
+    for encoding in [None, Some(tonic::codec::CompressionEncoding::Gzip)] {
+        let mut client = raw(&server).await;
+        if let Some(encoding) = encoding {
+            client = client.accept_compressed(encoding);
+        }
+        let refused = client.get_neuron_record(request()).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::OutOfRange,
+            "{encoding:?}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("--max-response-bytes"),
+            "{}",
+            refused.message()
+        );
+        let reason = StatusError::from(refused).error_reason();
+        assert_eq!(reason, Some(ErrorReason::ResponseTooLarge));
+    }
+    // The same neuron, in parts, is served.
+    let mut client = raw(&server).await;
+    let mut stream = client
+        .stream_activation_records(pb::StreamActivationRecordsRequest {
+            dataset: String::new(),
+            neuron_id: Some(neuron_id(0, 1)),
+            split: pb::Split::Valid as i32,
+            slice_params: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = 0;
+    while let Some(record) = stream.next().await {
+        record.unwrap();
+        records += 1;
+    }
+    assert_eq!(records, 28);
+}
