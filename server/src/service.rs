@@ -69,13 +69,17 @@ impl ActivationsService {
     }
 
     /// Refuses a response message above the limit, whatever compression would make of it.
-    fn check_size(&self, message: &impl prost::Message, what: &str) -> Result<(), ServiceError> {
+    fn check_size(
+        &self,
+        message: &impl prost::Message,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ServiceError> {
         let size = message.encoded_len();
         if size <= self.max_response_bytes {
             return Ok(());
         }
         Err(ServiceError::ResponseTooLarge {
-            what: what.to_string(),
+            what: what(),
             size,
             limit: self.max_response_bytes,
         })
@@ -132,7 +136,7 @@ impl ActivationService for ActivationsService {
     ) -> Result<Response<wire::NeuronRecord>, Status> {
         let request = request.into_inner();
         let (_, key, record) = self.load(&request.dataset, request.neuron_id).await?;
-        self.check_size(record.as_ref(), &format!("the record of {key}"))?;
+        self.check_size(record.as_ref(), || format!("the record of {key}"))?;
         Ok(Response::new(Arc::unwrap_or_clone(record)))
     }
 
