@@ -150,6 +150,12 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_MAX_CONCURRENT_REQUESTS", default_value_t = Limits::DEFAULT.max_concurrent_requests)]
     pub max_concurrent_requests: usize,
 
+    /// Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS,
+    /// advertised to the client): keep it below --max-concurrent-requests, so that one
+    /// connection cannot take every slot.
+    #[arg(long, env = "ACTIVATIONS_MAX_STREAMS_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
     /// The largest request message accepted (suffixes as for --cache-bytes); larger ones are
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "ACTIVATIONS_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
@@ -205,6 +211,7 @@ impl Config {
                 max_request_bytes: bytes(self.max_request_bytes),
                 max_response_bytes: bytes(self.max_response_bytes),
                 max_page_size: self.max_page_size.max(1),
+                max_streams_per_connection: self.max_streams_per_connection,
             },
             shutdown_grace: self.shutdown_grace,
         }
@@ -450,6 +457,8 @@ mod tests {
             "2MiB",
             "--max-page-size",
             "100",
+            "--max-streams-per-connection",
+            "4",
             "--shutdown-grace",
             "5s",
         ])
@@ -463,6 +472,7 @@ mod tests {
                     max_request_bytes: 1 << 20,
                     max_response_bytes: 2 << 20,
                     max_page_size: 100,
+                    max_streams_per_connection: 4,
                 },
                 shutdown_grace: Duration::from_secs(5),
             }

@@ -41,6 +41,10 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// The largest `ListNeurons` page; larger requested sizes are lowered to it.
     pub max_page_size: usize,
+    /// Streams (calls) one connection may have open at once, advertised to the client in
+    /// HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: below `max_concurrent_requests`, so that one
+    /// connection cannot take every slot of the server.
+    pub max_streams_per_connection: u32,
 }
 
 impl Limits {
@@ -53,6 +57,9 @@ impl Limits {
         // A neuron record is ~200 KB as protobuf; leave room for unusually large ones.
         max_response_bytes: 64 << 20,
         max_page_size: crate::page_token::MAX_PAGE_SIZE,
+        // A quarter of the server's slots: an SDK client multiplexes a whole job over one
+        // connection, and 128 calls in flight keep a connection busy.
+        max_streams_per_connection: 128,
     };
 }
 

@@ -174,7 +174,9 @@ pub async fn serve(
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (close, closed) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tonic::transport::Server::builder();
+    // Advertised to every client: one connection cannot hold every slot of the server.
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection);
     if let Some(tls) = &security.tls {
         server = server.tls_config(tls.server_config())?;
     }

@@ -335,3 +335,63 @@ async fn the_response_limit_applies_to_the_message_not_its_compressed_form() {
     }
     assert_eq!(records, 28);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_take_every_slot_of_the_server() {
+    let dir = dataset();
+    let dataset = format!("local={}", dir.path().display());
+    let server = ServerProcess::start(&[
+        "--dataset".to_string(),
+        dataset,
+        "--max-concurrent-requests".to_string(),
+        "32".to_string(),
+        "--max-streams-per-connection".to_string(),
+        "8".to_string(),
+    ]);
+    // One connection opens as many streams as the server has slots, each far larger than
+    // what HTTP/2 lets through unread, and reads none of them.
+    let hog = raw(&server).await;
+    let ids: Vec<pb::NeuronId> = (0..2000).map(|i| neuron_id(i % 2, i % 5)).collect();
+    let request = pb::StreamNeuronSplitsRequest {
+        selection: Some(pb::NeuronSelection {
+            selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
+                neuron_ids: ids,
+            })),
+        }),
+        splits: vec![pb::Split::Train as i32, pb::Split::Valid as i32],
+        ..Default::default()
+    };
+    let held = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    for _ in 0..32 {
+        let (mut hog, request, held) = (hog.clone(), request.clone(), held.clone());
+        tokio::spawn(async move {
+            if let Ok(response) = hog.stream_neuron_splits(request).await {
+                held.lock().await.push(response.into_inner());
+            }
+        });
+    }
+    // The server admits only as many of them as it advertised.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held.lock().await.len() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first streams never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        held.lock().await.len(),
+        8,
+        "streams beyond the advertised limit"
+    );
+
+    // Everyone else is still served.
+    let mut other = raw(&server).await;
+    let layers = other
+        .list_layers(pb::ListLayersRequest::default())
+        .await
+        .expect("a second connection is served")
+        .into_inner();
+    assert_eq!(layers.layer_indices, vec![0, 1]);
+}
