@@ -21,9 +21,14 @@ fn dataset() -> tempfile::TempDir {
     dir
 }
 
-fn serve(dir: &tempfile::TempDir) -> ServerProcess {
-    let dataset = format!("local={}", dir.path().display());
-    ServerProcess::start(&["--dataset".to_string(), dataset])
+/// The binary serving `dir` as dataset `local`, with `flags`.
+fn serve(dir: &tempfile::TempDir, flags: &[&str]) -> ServerProcess {
+    let mut args = vec![
+        "--dataset".to_string(),
+        format!("local={}", dir.path().display()),
+    ];
+    args.extend(flags.iter().map(|flag| flag.to_string()));
+    ServerProcess::start(&args)
 }
 
 async fn raw(server: &ServerProcess) -> ActivationServiceClient<Channel> {
@@ -67,7 +72,7 @@ fn forged(cursor: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
 #[tokio::test]
 async fn forged_cursors_are_refused_and_never_replay_or_skip_neurons() {
     let dir = dataset();
-    let server = serve(&dir);
+    let server = serve(&dir, &[]);
     let mut client = raw(&server).await;
     let list = pb::NeuronSelection {
         selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
@@ -144,7 +149,7 @@ fn trailer_bytes(status: &Status) -> usize {
 #[tokio::test]
 async fn request_strings_are_never_echoed_at_length() {
     let dir = dataset();
-    let server = serve(&dir);
+    let server = serve(&dir, &[]);
     let mut client = raw(&server).await;
     let long = "x".repeat(1 << 20);
     let strange = format!("{}\u{202e}{}", "é".repeat(300), "\n".repeat(300));
@@ -244,13 +249,7 @@ async fn only_regular_files_within_the_size_limit_are_read() {
     assert!(made.success());
     std::fs::create_dir(dir.path().join("0/11.json")).unwrap();
     std::fs::write(dir.path().join("0/12.json"), vec![b' '; 300 << 10]).unwrap();
-    let dataset = format!("local={}", dir.path().display());
-    let server = ServerProcess::start(&[
-        "--dataset".to_string(),
-        dataset,
-        "--max-neuron-file-bytes".to_string(),
-        "256KiB".to_string(),
-    ]);
+    let server = serve(&dir, &["--max-neuron-file-bytes", "256KiB"]);
     let mut client = raw(&server).await;
     let summary = |neuron: u32| {
         let mut request = tonic::Request::new(pb::GetNeuronSummaryRequest {
@@ -285,13 +284,7 @@ async fn only_regular_files_within_the_size_limit_are_read() {
 #[tokio::test]
 async fn the_response_limit_applies_to_the_message_not_its_compressed_form() {
     let dir = dataset();
-    let dataset = format!("local={}", dir.path().display());
-    let server = ServerProcess::start(&[
-        "--dataset".to_string(),
-        dataset,
-        "--max-response-bytes".to_string(),
-        "100KiB".to_string(),
-    ]);
+    let server = serve(&dir, &["--max-response-bytes", "100KiB"]);
     let request = || pb::GetNeuronRecordRequest {
         dataset: String::new(),
         neuron_id: Some(neuron_id(0, 1)),
@@ -339,15 +332,15 @@ async fn the_response_limit_applies_to_the_message_not_its_compressed_form() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_cannot_take_every_slot_of_the_server() {
     let dir = dataset();
-    let dataset = format!("local={}", dir.path().display());
-    let server = ServerProcess::start(&[
-        "--dataset".to_string(),
-        dataset,
-        "--max-concurrent-requests".to_string(),
-        "32".to_string(),
-        "--max-streams-per-connection".to_string(),
-        "8".to_string(),
-    ]);
+    let server = serve(
+        &dir,
+        &[
+            "--max-concurrent-requests",
+            "32",
+            "--max-streams-per-connection",
+            "8",
+        ],
+    );
     // One connection opens as many streams as the server has slots, each far larger than
     // what HTTP/2 lets through unread, and reads none of them.
     let hog = raw(&server).await;
