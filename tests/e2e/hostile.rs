@@ -141,9 +141,13 @@ async fn forged_cursors_are_refused_and_never_replay_or_skip_neurons() {
     }
 }
 
-/// The bytes a status takes in the trailers: its message and its encoded details.
-fn trailer_bytes(status: &Status) -> usize {
-    status.message().len() + status.details().len()
+/// Checks that `status` is a refusal with `code` whose message says `phrase`, and that the
+/// message and encoded details together stay under `max_bytes` of trailers.
+fn assert_short(status: &Status, code: Code, phrase: &str, max_bytes: usize) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(phrase), "{}", status.message());
+    let bytes = status.message().len() + status.details().len();
+    assert!(bytes < max_bytes, "{bytes} bytes of trailers");
 }
 
 #[tokio::test]
@@ -160,22 +164,7 @@ async fn request_strings_are_never_echoed_at_length() {
             })
             .await
             .unwrap_err();
-        assert_eq!(
-            refused.code(),
-            Code::InvalidArgument,
-            "{}",
-            refused.message()
-        );
-        assert!(
-            refused.message().contains("not a dataset name"),
-            "{}",
-            refused.message()
-        );
-        assert!(
-            trailer_bytes(&refused) < 1024,
-            "{} bytes",
-            trailer_bytes(&refused)
-        );
+        assert_short(&refused, Code::InvalidArgument, "not a dataset name", 1024);
         let summary = client
             .get_neuron_summary(pb::GetNeuronSummaryRequest {
                 dataset: name.to_string(),
@@ -183,12 +172,7 @@ async fn request_strings_are_never_echoed_at_length() {
             })
             .await
             .unwrap_err();
-        assert_eq!(summary.code(), Code::InvalidArgument);
-        assert!(
-            trailer_bytes(&summary) < 1024,
-            "{} bytes",
-            trailer_bytes(&summary)
-        );
+        assert_short(&summary, Code::InvalidArgument, "not a dataset name", 1024);
     }
     // A well-formed name that no dataset has is NOT_FOUND, listing the served ones.
     let unknown = client
@@ -197,13 +181,7 @@ async fn request_strings_are_never_echoed_at_length() {
         })
         .await
         .unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound);
-    assert!(unknown.message().contains("local"), "{}", unknown.message());
-    assert!(
-        trailer_bytes(&unknown) < 2048,
-        "{} bytes",
-        trailer_bytes(&unknown)
-    );
+    assert_short(&unknown, Code::NotFound, "local", 2048);
 
     // A page token carrying a long dataset name of its own.
     let token = URL_SAFE_NO_PAD.encode(format!("v1\n{long}\n0\n3"));
@@ -216,16 +194,11 @@ async fn request_strings_are_never_echoed_at_length() {
         })
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Code::InvalidArgument);
-    assert!(
-        refused.message().contains("was issued for dataset"),
-        "{}",
-        refused.message()
-    );
-    assert!(
-        trailer_bytes(&refused) < 1024,
-        "{} bytes",
-        trailer_bytes(&refused)
+    assert_short(
+        &refused,
+        Code::InvalidArgument,
+        "was issued for dataset",
+        1024,
     );
 
     // Nothing of the long names reached the log either.

@@ -79,11 +79,6 @@ impl ServerProcess {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// Its process id.
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends it SIGTERM.
     pub fn terminate(&self) {
         let killed = Command::new("kill")
