@@ -177,10 +177,12 @@ impl Dataset {
         let store = match &location.backend {
             Backend::Bundled => location::open_bundled().await,
             Backend::Local(path) => {
-                location::open_local(path).map_err(|reason| ConfigError::Directory {
-                    name: spec.name.clone(),
-                    path: path.clone(),
-                    reason,
+                location::open_local(path, location.links).map_err(|reason| {
+                    ConfigError::Directory {
+                        name: spec.name.clone(),
+                        path: path.clone(),
+                        reason,
+                    }
                 })?
             }
             backend => location::open_remote_with(
@@ -229,12 +231,6 @@ impl Dataset {
             object = object.with_read_deadline(options.storage.read_deadline());
         } else {
             object = object.with_local_reads();
-        }
-        if let Backend::Local(dir) = &location.backend {
-            // Opened above, so it exists; its canonical form is the store's root.
-            if let Ok(dir) = dir.canonicalize() {
-                object = object.with_local_dir(dir);
-            }
         }
         if !location.backend.can_list() {
             object = object.without_listing("a plain web server cannot list its files");

@@ -10,7 +10,8 @@
 //! | `bundled:gpt2-xl-sample` | the sample compiled into the server |
 //!
 //! A query string carries per-dataset settings: `layers` and `neurons` declare the shape (see
-//! [`activations_format::shape`]), `layout` fixes the layout, and any other key is a configuration key of
+//! [`activations_format::shape`]), `layout` fixes the layout, `links=follow` lets a local
+//! directory serve symbolic links that lead outside it (see [`LocalDir`]), and any other key is a configuration key of
 //! the backend, as `object_store` names it (for Azure, `use_emulator=true`,
 //! `skip_signature=true`, `access_key=...`; for S3, `endpoint=...`, `region=...`, ...). Backend
 //! settings also come from the backend's usual environment variables (`AZURE_*`, `AWS_*`,
@@ -28,7 +29,6 @@ use object_store::{
     azure::{AzureConfigKey, MicrosoftAzureBuilder},
     gcp::{GoogleCloudStorageBuilder, GoogleConfigKey},
     http::HttpBuilder,
-    local::LocalFileSystem,
     memory::InMemory,
     path::Path,
 };
@@ -39,7 +39,10 @@ use activations_format::{
     shape::Shape,
 };
 
-use crate::metrics::StorageHttpConnector;
+use crate::{
+    metrics::StorageHttpConnector,
+    store::{Links, LocalDir},
+};
 
 /// A parsed dataset URI.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +54,8 @@ pub struct Location {
     pub shape: Option<Shape>,
     /// The layout fixed by `?layout=`.
     pub layout: Option<Layout>,
+    /// Whether a local directory serves links leading outside it (`?links=`).
+    pub links: Links,
 }
 
 /// The storage service a [`Location`] is in.
@@ -217,10 +222,12 @@ impl Location {
             prefix,
             shape: None,
             layout: None,
+            links: Links::default(),
         }
     }
 
-    /// Takes `layers`, `neurons` and `layout` from the query; other keys go to the backend.
+    /// Takes `layers`, `neurons`, `layout` and (for a local directory) `links` from the query;
+    /// other keys go to the backend.
     fn apply_query(
         &mut self,
         pairs: impl IntoIterator<Item = (String, String)>,
@@ -239,11 +246,20 @@ impl Location {
                     LayoutChoice::Fixed(layout) => self.layout = Some(layout),
                     LayoutChoice::Auto => self.layout = None,
                 },
+                "links" if matches!(self.backend, Backend::Local(_)) => {
+                    self.links = value.parse()?;
+                }
                 _ => match &mut self.backend {
                     Backend::Azure { options, .. }
                     | Backend::S3 { options, .. }
                     | Backend::Gcs { options, .. } => options.push((key, value)),
-                    Backend::Http { .. } | Backend::Local(_) | Backend::Bundled => {
+                    Backend::Local(_) => {
+                        return Err(format!(
+                            "unknown setting {key:?}; a local directory accepts layers, \
+                             neurons, layout and links"
+                        ));
+                    }
+                    Backend::Http { .. } | Backend::Bundled => {
                         return Err(format!(
                             "unknown setting {key:?}; this location accepts layers, neurons \
                              and layout"
@@ -461,14 +477,10 @@ pub async fn open_bundled() -> Arc<dyn ObjectStore> {
     Arc::new(store)
 }
 
-/// Opens a local directory, which must exist.
-pub fn open_local(path: &std::path::Path) -> Result<Arc<dyn ObjectStore>, String> {
-    let canonical = path.canonicalize().map_err(|e| e.to_string())?;
-    if !canonical.is_dir() {
-        return Err("not a directory".to_string());
-    }
-    let store = LocalFileSystem::new_with_prefix(&canonical).map_err(|e| e.to_string())?;
-    Ok(Arc::new(store))
+/// Opens a local directory, which must exist, serving links that lead out of it as `links`
+/// says.
+pub fn open_local(path: &std::path::Path, links: Links) -> Result<Arc<dyn ObjectStore>, String> {
+    Ok(Arc::new(LocalDir::open(path, links)?))
 }
 
 fn is_true(value: Option<String>) -> bool {
@@ -566,9 +578,11 @@ mod tests {
         let local = Location::parse("/data/xl?layout=flat").unwrap();
         assert_eq!(local.backend, Backend::Local("/data/xl".into()));
         assert_eq!(local.layout, Some(Layout::Flat));
-        let file = Location::parse("file:///data/xl?layers=1&neurons=1").unwrap();
+        assert_eq!(local.links, Links::Inside);
+        let file = Location::parse("file:///data/xl?layers=1&neurons=1&links=follow").unwrap();
         assert_eq!(file.backend, Backend::Local("/data/xl".into()));
         assert!(file.shape.is_some());
+        assert_eq!(file.links, Links::Follow);
     }
 
     #[test]
@@ -582,6 +596,8 @@ mod tests {
             ("http://host/x?layers=0&neurons=1", "at least 1"),
             ("http://host/x?use_emulator=true", "unknown setting"),
             ("/data?layout=deep", "auto, flat or neurons"),
+            ("/data?links=yes", "links=follow"),
+            ("http://host/x?links=follow", "unknown setting"),
             ("bundled:other", "bundled:gpt2-xl-sample"),
         ];
         for (uri, expected) in cases {

@@ -361,3 +361,104 @@ async fn one_connection_cannot_take_every_slot_of_the_server() {
         .into_inner();
     assert_eq!(layers.layer_indices, vec![0, 1]);
 }
+
+#[tokio::test]
+async fn links_leading_outside_the_dataset_are_not_served_unless_allowed() {
+    let dir = dataset();
+    let elsewhere = tempfile::tempdir().unwrap();
+    // A neuron file outside the dataset (a real one, so that serving it would succeed), a
+    // layer directory outside it, and the links to them an intruder might leave: absolute,
+    // relative, to a directory, to a system file. A link inside the dataset stays served.
+    let secret = elsewhere.path().join("secret.json");
+    std::fs::write(&secret, REAL_NEURON).unwrap();
+    std::fs::create_dir(elsewhere.path().join("layer")).unwrap();
+    std::fs::write(elsewhere.path().join("layer/0.json"), REAL_NEURON).unwrap();
+    let data = dir.path();
+    let elsewhere_name = elsewhere.path().file_name().unwrap().to_str().unwrap();
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, data.join(at)).unwrap();
+    link(secret.to_str().unwrap(), "0/98.json");
+    link(&format!("../../{elsewhere_name}/secret.json"), "0/97.json");
+    link("/etc/passwd", "0/96.json");
+    link(elsewhere.path().join("layer").to_str().unwrap(), "5");
+    link("1.json", "0/6.json");
+
+    let server = serve(&dir, &[]);
+    let mut client = raw(&server).await;
+    for (layer, neuron) in [(0, 98), (0, 97), (0, 96), (5, 0)] {
+        let read = client.get_neuron_record(pb::GetNeuronRecordRequest {
+            dataset: String::new(),
+            neuron_id: Some(neuron_id(layer, neuron)),
+        });
+        let Err(refused) = read.await else {
+            panic!("{layer}/{neuron}, outside the dataset, was served");
+        };
+        assert_eq!(
+            refused.code(),
+            Code::NotFound,
+            "{layer}/{neuron}: {refused:?}"
+        );
+        for leaked in [elsewhere_name, "secret", "passwd", "root"] {
+            assert!(!refused.message().contains(leaked), "{}", refused.message());
+        }
+        let exists = client
+            .neuron_exists(pb::NeuronExistsRequest {
+                dataset: String::new(),
+                neuron_id: Some(neuron_id(layer, neuron)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!exists.exists, "{layer}/{neuron} reported as existing");
+    }
+    let layers = client
+        .list_layers(pb::ListLayersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(layers.layer_indices, vec![0, 1]);
+    let listed = client
+        .list_neurons(pb::ListNeuronsRequest {
+            layer_index: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.neuron_indices, vec![0, 1, 2, 3, 4, 6]);
+    let inside = client
+        .get_neuron_summary(pb::GetNeuronSummaryRequest {
+            dataset: String::new(),
+            neuron_id: Some(neuron_id(0, 6)),
+        })
+        .await;
+    assert!(inside.is_ok(), "{inside:?}");
+    // The operator learns why, without the link's target.
+    assert!(
+        server.log().contains("leading outside the dataset"),
+        "{}",
+        server.log()
+    );
+    assert!(!server.log().contains(elsewhere_name));
+
+    // A dataset assembled from links says so, and is served whole.
+    let follow = ServerProcess::start(&[
+        "--dataset".to_string(),
+        format!("local={}?links=follow", data.display()),
+    ]);
+    let mut client = raw(&follow).await;
+    for (layer, neuron) in [(0, 98), (0, 97), (5, 0)] {
+        let served = client
+            .get_neuron_summary(pb::GetNeuronSummaryRequest {
+                dataset: String::new(),
+                neuron_id: Some(neuron_id(layer, neuron)),
+            })
+            .await;
+        assert!(served.is_ok(), "{layer}/{neuron}: {served:?}");
+    }
+    let layers = client
+        .list_layers(pb::ListLayersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(layers.layer_indices, vec![0, 1, 5]);
+}

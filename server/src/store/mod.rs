@@ -7,6 +7,7 @@
 //! [`ObservedStore`](crate::metrics::ObservedStore), beside the metrics it records.
 
 mod cache;
+mod local;
 mod object;
 mod readers;
 mod shaped;
@@ -21,6 +22,7 @@ use activations_format::{neuron::NeuronKey, neuron_json::ParseError};
 use crate::upstream;
 
 pub use cache::{CacheConfig, CacheStats, CachedStore};
+pub use local::{Links, LocalDir};
 pub use object::{ObjectNeuronStore, below};
 pub use shaped::ShapedStore;
 
@@ -118,6 +120,12 @@ impl StoreError {
         error: object_store::Error,
     ) -> Self {
         let path = path.to_string();
+        if let Some(refused @ local::Refused::NotRegular(_)) = local::Refused::of(&error) {
+            return StoreError::Unreadable {
+                path,
+                reason: refused.to_string(),
+            };
+        }
         match error {
             object_store::Error::NotFound { .. } => StoreError::NotFound { path },
             object_store::Error::PermissionDenied { .. }

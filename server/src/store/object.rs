@@ -1,6 +1,6 @@
 //! [`NeuronStore`] over an `object_store` backend.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use activations_proto::wire;
 use async_trait::async_trait;
@@ -32,9 +32,6 @@ pub struct ObjectNeuronStore {
     read_deadline: Option<Duration>,
     /// The store is a local `LocalFileSystem`: its files are read on the reader threads.
     local: bool,
-    /// Where the store's files lie on the filesystem, for a local directory: each file is
-    /// checked there before it is opened.
-    local_dir: Option<PathBuf>,
     /// Larger neuron files are refused without being read whole.
     max_file_bytes: u64,
 }
@@ -50,7 +47,6 @@ impl ObjectNeuronStore {
             no_listing: None,
             read_deadline: None,
             local: false,
-            local_dir: None,
             max_file_bytes: super::DEFAULT_MAX_NEURON_FILE_BYTES,
         }
     }
@@ -60,13 +56,6 @@ impl ObjectNeuronStore {
     /// `readers` module).
     pub fn with_local_reads(mut self) -> Self {
         self.local = true;
-        self
-    }
-
-    /// The directory a local store's files lie in: a file is read only if it is a regular
-    /// file (a FIFO would block the reader in `open`), checked there from its metadata.
-    pub fn with_local_dir(mut self, dir: PathBuf) -> Self {
-        self.local_dir = Some(dir);
         self
     }
 
@@ -177,9 +166,7 @@ impl NeuronStore for ObjectNeuronStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let path = below(&self.root, &self.layout.neuron_file(key));
         let parsed = if self.local {
-            let file = self.local_dir.as_ref().map(|dir| dir.join(path.as_ref()));
-            let read =
-                readers::read_local(self.store.clone(), path.clone(), file, self.max_file_bytes);
+            let read = readers::read_local(self.store.clone(), path.clone(), self.max_file_bytes);
             match read.await {
                 Ok(read) => Ok(read?),
                 Err(failed) => Err(failed),

@@ -15,7 +15,6 @@ use std::{
     future::Future,
     num::NonZeroUsize,
     panic::AssertUnwindSafe,
-    path::PathBuf,
     pin::pin,
     sync::{Arc, LazyLock, Mutex, mpsc},
     task::{Context, Poll, Wake, Waker},
@@ -100,13 +99,11 @@ pub(super) async fn parse(bytes: Bytes) -> Result<Result<wire::NeuronRecord, Par
     run(move || neuron_json::parse_neuron(&bytes)).await
 }
 
-/// Reads the file at `path` of a local `store` and parses it, all on one reader thread.
-/// `file` is where `path` lies on the filesystem: it is checked first, from its metadata
-/// alone, so that only a regular file of at most `max_bytes` is ever opened.
+/// Reads the file at `path` of a local `store` and parses it, all on one reader thread. A
+/// file larger than `max_bytes` is refused from its size once opened, before it is read.
 pub(super) async fn read_local(
     store: Arc<dyn ObjectStore>,
     path: Path,
-    file: Option<PathBuf>,
     max_bytes: u64,
 ) -> Result<Result<Result<wire::NeuronRecord, ParseError>, StoreError>, Failed> {
     run(move || {
@@ -114,9 +111,6 @@ pub(super) async fn read_local(
             path: path.to_string(),
             reason,
         };
-        if let Some(reason) = file.as_deref().and_then(|file| refusal(file, max_bytes)) {
-            return Err(unreadable(reason));
-        }
         let store_error = |e| StoreError::from_object_store(&path, e);
         let result = block_on(store.get(&path)).map_err(store_error)?;
         if let Some(reason) = too_large(result.meta.size, max_bytes) {
@@ -138,42 +132,6 @@ pub(super) async fn read_local(
         Ok(neuron_json::parse_neuron(&bytes))
     })
     .await
-}
-
-/// Why `file` must not be opened, from its metadata (which never opens it): it is not a
-/// regular file, or it is larger than `max_bytes`. A file that cannot be looked at is left to
-/// the read, which says why.
-fn refusal(file: &std::path::Path, max_bytes: u64) -> Option<String> {
-    let metadata = std::fs::metadata(file).ok()?;
-    if metadata.is_file() {
-        return too_large(metadata.len(), max_bytes);
-    }
-    Some(format!(
-        "it is {}, not a regular file",
-        kind(&metadata.file_type())
-    ))
-}
-
-/// What a file that is not a regular one is.
-fn kind(file_type: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if file_type.is_fifo() {
-            return "a named pipe (FIFO)";
-        }
-        if file_type.is_socket() {
-            return "a socket";
-        }
-        if file_type.is_block_device() || file_type.is_char_device() {
-            return "a device";
-        }
-    }
-    if file_type.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
 }
 
 /// Reads `range` of an open file into a buffer of exactly its size, without zeroing it first.
