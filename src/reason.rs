@@ -48,11 +48,19 @@ pub enum ErrorReason {
     DatasetShapeUnknown,
     /// A fault of the server itself (`INTERNAL`).
     Internal,
+    /// The client read nothing of a response for longer than the server's idle bound, which
+    /// ended it (`ABORTED`; resume a `StreamNeuronSplits` stream from its last cursor).
+    StreamIdle,
+    /// The request is not a valid message of the method's type: bytes that do not decode, or
+    /// a compression the server does not accept (`INVALID_ARGUMENT`, `UNIMPLEMENTED`).
+    MalformedRequest,
+    /// The call names a method this server does not have (`UNIMPLEMENTED`).
+    UnknownMethod,
 }
 
 impl ErrorReason {
     /// Every reason, in the order above.
-    pub const ALL: [ErrorReason; 19] = [
+    pub const ALL: [ErrorReason; 22] = [
         ErrorReason::UnknownDataset,
         ErrorReason::InvalidArgument,
         ErrorReason::NotEnoughRecords,
@@ -72,6 +80,9 @@ impl ErrorReason {
         ErrorReason::StorageAccessDenied,
         ErrorReason::DatasetShapeUnknown,
         ErrorReason::Internal,
+        ErrorReason::StreamIdle,
+        ErrorReason::MalformedRequest,
+        ErrorReason::UnknownMethod,
     ];
 
     /// The name on the wire, such as `NEURON_NOT_FOUND`.
@@ -96,6 +107,9 @@ impl ErrorReason {
             ErrorReason::StorageAccessDenied => "STORAGE_ACCESS_DENIED",
             ErrorReason::DatasetShapeUnknown => "DATASET_SHAPE_UNKNOWN",
             ErrorReason::Internal => "INTERNAL",
+            ErrorReason::StreamIdle => "STREAM_IDLE",
+            ErrorReason::MalformedRequest => "MALFORMED_REQUEST",
+            ErrorReason::UnknownMethod => "UNKNOWN_METHOD",
         }
     }
 

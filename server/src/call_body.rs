@@ -11,7 +11,9 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -19,23 +21,69 @@ use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Status, body::Body};
 
+use crate::{
+    error::{self, ServiceError},
+    idle::{Idle, IdleBound, Watched},
+};
+
 /// Something that ends a body early with the status it yields.
 pub(crate) type Stop = Pin<Box<dyn Future<Output = Status> + Send>>;
 
 /// A response body with a guard kept until the body ends or is dropped, and stops that end it
 /// early with an error status.
 pub(crate) struct CallBody {
-    inner: Body,
+    call: Arc<Call>,
     stops: Vec<Stop>,
-    /// Dropped with the body: a permit, a count of running calls.
-    _guard: Box<dyn Send>,
+    /// The body's place under an idle bound, if it is watched.
+    watched: Option<Watched>,
+    /// The server's request and response limits, to explain a status of tonic's own in the
+    /// trailers (see [`error::explain`]); `None`: trailers pass as they are.
+    explain: Option<(usize, usize)>,
     ended: bool,
+}
+
+/// What a body holds, shared with the idle bound's sweeper, which can end it.
+struct Call {
+    held: Mutex<Held>,
+    /// See [`Idle::waiting_since`].
+    waiting_since: AtomicU64,
+}
+
+struct Held {
+    inner: Body,
+    /// Dropped with the body: a permit, a count of running calls.
+    _guard: Option<Box<dyn Send>>,
+    /// Set when the idle bound ended the body: the status it ends with.
+    idle: Option<Status>,
+}
+
+impl Call {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Idle for Call {
+    fn waiting_since(&self) -> &AtomicU64 {
+        &self.waiting_since
+    }
+
+    fn end_idle(&self, idle: Duration) {
+        let mut held = self.held();
+        Watched::polled(&self.waiting_since);
+        // Stop producing: the stream behind the body and its reads are dropped here, and the
+        // slot is given back, though the client may never read the status.
+        held.inner = Body::empty();
+        held._guard = None;
+        held.idle = Some(Status::from(ServiceError::StreamIdle { idle }));
+    }
 }
 
 impl std::fmt::Debug for CallBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallBody")
             .field("stops", &self.stops.len())
+            .field("watched", &self.watched.is_some())
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -49,9 +97,17 @@ impl CallBody {
         B::Error: Into<tonic::codegen::StdError>,
     {
         CallBody {
-            inner: Body::new(inner),
+            call: Arc::new(Call {
+                held: Mutex::new(Held {
+                    inner: Body::new(inner),
+                    _guard: Some(Box::new(guard)),
+                    idle: None,
+                }),
+                waiting_since: AtomicU64::new(0),
+            }),
             stops: Vec::new(),
-            _guard: Box::new(guard),
+            watched: None,
+            explain: None,
             ended: false,
         }
     }
@@ -62,10 +118,36 @@ impl CallBody {
         self
     }
 
+    /// Ends the body, and frees what it holds, once it has waited on its client for longer
+    /// than `bound` allows.
+    pub(crate) fn idle_bound(mut self, bound: &IdleBound) -> Self {
+        let call: Arc<dyn Idle> = self.call.clone();
+        self.watched = Some(bound.watch(Arc::downgrade(&call)));
+        self
+    }
+
+    /// Gives a failure status of tonic's own in the trailers (a response message above the
+    /// limit, found while encoding it) the service's `ErrorInfo`, as [`error::explain`] does.
+    pub(crate) fn explain_errors(
+        mut self,
+        max_request_bytes: usize,
+        max_response_bytes: usize,
+    ) -> Self {
+        self.explain = Some((max_request_bytes, max_response_bytes));
+        self
+    }
+
     /// The body as tonic's response body type.
     pub(crate) fn boxed(self) -> Body {
         Body::new(self)
     }
+}
+
+/// A trailers frame carrying `status`.
+fn trailers(status: Status) -> Result<Frame<Bytes>, Status> {
+    let mut trailers = HeaderMap::new();
+    status.add_header(&mut trailers)?;
+    Ok(Frame::trailers(trailers))
 }
 
 impl HttpBody for CallBody {
@@ -80,32 +162,54 @@ impl HttpBody for CallBody {
         if this.ended {
             return Poll::Ready(None);
         }
+        Watched::polled(&this.call.waiting_since);
+        let mut held = this.call.held();
+        if let Some(status) = held.idle.take() {
+            this.ended = true;
+            return Poll::Ready(Some(trailers(status)));
+        }
         for stop in &mut this.stops {
             if let Poll::Ready(status) = stop.as_mut().poll(cx) {
                 this.ended = true;
                 // Stop producing: the stream behind the body and its reads are dropped here.
-                this.inner = Body::empty();
+                held.inner = Body::empty();
                 this.stops.clear();
-                let mut trailers = HeaderMap::new();
-                return Poll::Ready(Some(match status.add_header(&mut trailers) {
-                    Ok(()) => Ok(Frame::trailers(trailers)),
-                    Err(status) => Err(status),
-                }));
+                return Poll::Ready(Some(trailers(status)));
             }
         }
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        let frame = Pin::new(&mut held.inner).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.ended = true,
             // The inner body's own trailers end the response: nothing may follow them.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => this.ended = true,
+            Poll::Ready(Some(Ok(last))) if last.is_trailers() => {
+                this.ended = true;
+                let failed = last.trailers_ref().and_then(Status::from_header_map);
+                if let (Some((request, response)), Some(status)) = (this.explain, failed)
+                    && status.code() != tonic::Code::Ok
+                    && status.details().is_empty()
+                {
+                    // A stream's trailers never carry an unknown method: that is answered
+                    // before any response, without a path here.
+                    let explained = error::explain(status, "", request, response);
+                    return Poll::Ready(Some(trailers(explained)));
+                }
+            }
             Poll::Ready(Some(Err(_))) => this.ended = true,
-            _ => {}
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(watched) = &this.watched {
+                    watched.handed_out(&this.call.waiting_since);
+                }
+            }
+            Poll::Pending => {}
         }
         frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        self.ended || {
+            let held = self.call.held();
+            held.idle.is_none() && held.inner.is_end_stream()
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -116,8 +220,6 @@ impl HttpBody for CallBody {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use http_body_util::{BodyExt, StreamBody};
 
     use super::*;
@@ -192,5 +294,54 @@ mod tests {
         let collected = body.collect().await.unwrap();
         let status = Status::from_header_map(collected.trailers().unwrap()).unwrap();
         assert_eq!(status.code(), tonic::Code::Ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_its_client_stops_reading_is_ended_and_frees_what_it_holds() {
+        let ended = Arc::new(AtomicU64::new(0));
+        let counted = ended.clone();
+        let bound = IdleBound::new(Duration::from_secs(4), move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let guard = Arc::new(());
+        let body = CallBody::new(frames(3), guard.clone()).idle_bound(&bound);
+        let mut body = std::pin::pin!(body);
+        body.frame().await.unwrap().unwrap();
+        // The client reads on, slowly: polled within the bound each time, never ended.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            body.frame().await.unwrap().unwrap();
+        }
+        assert_eq!(Arc::strong_count(&guard), 2);
+        // Then it stops reading.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(Arc::strong_count(&guard), 1, "the slot was not given back");
+        assert_eq!(ended.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        let status = Status::from_header_map(&trailers).unwrap();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_waiting_on_its_own_stream_is_not_idle() {
+        let bound = IdleBound::new(Duration::from_secs(4), || {});
+        let guard = Arc::new(());
+        // No frame at all for a minute: the stream behind the body is slow, not the client.
+        let slow = StreamBody::new(futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Status>(Frame::data(Bytes::from_static(b"late")))
+        }));
+        let body = CallBody::new(slow, guard.clone()).idle_bound(&bound);
+        let mut body = std::pin::pin!(body);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"late"));
+        assert_eq!(Arc::strong_count(&guard), 2);
     }
 }

@@ -156,6 +156,12 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_MAX_STREAMS_PER_CONNECTION", default_value_t = Limits::DEFAULT.max_streams_per_connection, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_connection: u32,
 
+    /// How long a response may wait for its client to read anything before the server ends it
+    /// (ABORTED, reason STREAM_IDLE) and frees its slot, its stream and its storage reads. A
+    /// client that reads, however slowly, is never ended; `0s` turns the bound off.
+    #[arg(long, env = "ACTIVATIONS_STREAM_IDLE_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
     /// The largest request message accepted (suffixes as for --cache-bytes); larger ones are
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "ACTIVATIONS_MAX_REQUEST_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
@@ -212,6 +218,8 @@ impl Config {
                 max_response_bytes: bytes(self.max_response_bytes),
                 max_page_size: self.max_page_size.max(1),
                 max_streams_per_connection: self.max_streams_per_connection,
+                stream_idle_timeout: (!self.stream_idle_timeout.is_zero())
+                    .then_some(self.stream_idle_timeout),
             },
             shutdown_grace: self.shutdown_grace,
         }
@@ -459,6 +467,8 @@ mod tests {
             "100",
             "--max-streams-per-connection",
             "4",
+            "--stream-idle-timeout",
+            "3s",
             "--shutdown-grace",
             "5s",
         ])
@@ -473,6 +483,7 @@ mod tests {
                     max_response_bytes: 2 << 20,
                     max_page_size: 100,
                     max_streams_per_connection: 4,
+                    stream_idle_timeout: Some(Duration::from_secs(3)),
                 },
                 shutdown_grace: Duration::from_secs(5),
             }

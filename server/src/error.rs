@@ -15,7 +15,10 @@ use activations_format::{
     splits::{NotEnoughRecords, Split},
 };
 
-use crate::store::StoreError;
+use crate::{
+    store::StoreError,
+    upstream::{self, TonicRefusal},
+};
 
 /// The `ErrorInfo.domain` of every error this service sends.
 pub const ERROR_DOMAIN: &str = "activations.neuron-explainer";
@@ -85,6 +88,32 @@ pub enum ServiceError {
 
     #[error("the call did not complete within its deadline of {timeout:?} (grpc-timeout)")]
     DeadlineExceeded { timeout: Duration },
+
+    #[error(
+        "the client read nothing of this response for {idle:?} (--stream-idle-timeout), so the \
+         server ended it; read responses as they come, or resume a StreamNeuronSplits stream \
+         from its last cursor"
+    )]
+    StreamIdle { idle: Duration },
+
+    #[error(
+        "the request is not a valid message of this method's type ({detail}); check that the \
+         client was generated from this server's contract (grpcurl ADDR describe)"
+    )]
+    MalformedRequest { detail: String },
+
+    #[error("{detail}; this server accepts requests compressed with gzip or zstd, or none")]
+    UnsupportedCompression { detail: String },
+
+    #[error(
+        "no method {path} on this server; it serves {}, grpc.health.v1.Health and server \
+         reflection (`grpcurl -plaintext ADDR list` lists them)",
+        activations_proto::SERVICE_NAME
+    )]
+    UnknownMethod { path: String },
+
+    #[error("the call failed in the server's gRPC layer: {detail}")]
+    Transport { code: Code, detail: String },
 
     #[error("the server is shutting down and takes no new calls; retry on another server")]
     ShuttingDown,
@@ -177,6 +206,15 @@ impl ServiceError {
             ServiceError::DeadlineExceeded { .. } => {
                 (Code::DeadlineExceeded, ErrorReason::DeadlineExceeded)
             }
+            ServiceError::StreamIdle { .. } => (Code::Aborted, ErrorReason::StreamIdle),
+            ServiceError::MalformedRequest { .. } => {
+                (Code::InvalidArgument, ErrorReason::MalformedRequest)
+            }
+            ServiceError::UnsupportedCompression { .. } => {
+                (Code::Unimplemented, ErrorReason::MalformedRequest)
+            }
+            ServiceError::UnknownMethod { .. } => (Code::Unimplemented, ErrorReason::UnknownMethod),
+            ServiceError::Transport { code, .. } => (*code, ErrorReason::Internal),
             ServiceError::ShuttingDown | ServiceError::ShutdownGraceOver { .. } => {
                 (Code::Unavailable, ErrorReason::ShuttingDown)
             }
@@ -271,6 +309,15 @@ impl ServiceError {
             ServiceError::DeadlineExceeded { timeout } => {
                 metadata.insert("timeout".to_string(), format!("{timeout:?}"));
             }
+            ServiceError::StreamIdle { idle } => {
+                metadata.insert("idle_timeout".to_string(), format!("{idle:?}"));
+            }
+            ServiceError::UnknownMethod { path } => {
+                metadata.insert("method".to_string(), path.clone());
+            }
+            ServiceError::MalformedRequest { .. }
+            | ServiceError::UnsupportedCompression { .. }
+            | ServiceError::Transport { .. } => {}
             ServiceError::ShuttingDown => {
                 details.set_retry_info(Some(Duration::ZERO));
             }
@@ -357,6 +404,62 @@ impl From<ServiceError> for Status {
         let (code, reason) = error.code_and_reason();
         let details = error.details(reason);
         Status::with_error_details(code, error.to_string(), details)
+    }
+}
+
+/// `status` as the client should get it: a status tonic made itself, without the `ErrorInfo`
+/// every error of this service carries, becomes the service's error for it (a malformed
+/// request is `INVALID_ARGUMENT`, not tonic's `INTERNAL`; an unknown method names what the
+/// server serves). `path` is the call's; the limits are the server's, in bytes.
+pub fn explain(
+    status: Status,
+    path: &str,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+) -> Status {
+    if status.code() == Code::Ok || !status.details().is_empty() {
+        return status;
+    }
+    let error = match upstream::tonic_refusal(&status) {
+        Some(TonicRefusal::RequestTooLarge) => ServiceError::RequestTooLarge {
+            limit: max_request_bytes,
+        },
+        Some(TonicRefusal::ResponseTooLarge { size }) => ServiceError::ResponseTooLarge {
+            what: "a message of this response".to_string(),
+            size,
+            limit: max_response_bytes,
+        },
+        Some(TonicRefusal::Malformed) => ServiceError::MalformedRequest {
+            detail: excerpt_plain(status.message()),
+        },
+        Some(TonicRefusal::UnsupportedCompression) => ServiceError::UnsupportedCompression {
+            detail: excerpt_plain(status.message()),
+        },
+        Some(TonicRefusal::UnknownMethod) => ServiceError::UnknownMethod {
+            path: excerpt(path),
+        },
+        None => ServiceError::Transport {
+            code: status.code(),
+            detail: excerpt_plain(status.message()),
+        },
+    };
+    let mut explained = Status::from(error);
+    // The encodings the server accepts, which tonic tells a client whose compression it
+    // refused.
+    if let Some(accepted) = status.metadata().get("grpc-accept-encoding") {
+        explained
+            .metadata_mut()
+            .insert("grpc-accept-encoding", accepted.clone());
+    }
+    explained
+}
+
+/// A message of a dependency's, cut like [`excerpt`] but unquoted; it may quote the request.
+fn excerpt_plain(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
     }
 }
 

@@ -12,12 +12,16 @@
 //!   the handler or the stream is dropped (with the storage reads it was running) and the call
 //!   ends with `DEADLINE_EXCEEDED`. tonic itself only bounds the handler's future, not the
 //!   stream that follows it, and reports its timeout as `CANCELLED`.
+//! - **Idle responses.** A response its client reads nothing of for
+//!   [`Limits::stream_idle_timeout`] is ended with `ABORTED` (reason `STREAM_IDLE`), and its
+//!   slot, stream and storage reads are freed: HTTP/2 flow control would otherwise let a client
+//!   that stops reading hold them for as long as its connection lives.
 //! - **Message sizes.** tonic answers a request above [`Limits::max_request_bytes`] with
 //!   `OUT_OF_RANGE`; this layer turns that into `RESOURCE_EXHAUSTED` (the code the gRPC spec
 //!   gives an oversized message) naming the limit.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::AtomicI64},
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,10 +29,20 @@ use std::{
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Body as HttpBody;
-use tokio::{sync::Semaphore, time::Instant};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tonic::{Status, body::Body};
 
-use crate::{call_body::CallBody, error::ServiceError, routes::Route, upstream};
+use crate::{
+    call_body::CallBody,
+    error::{self, ServiceError},
+    idle::IdleBound,
+    metrics::{Metrics, SlotMetrics},
+    routes::Route,
+};
 
 /// The limits of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +59,9 @@ pub struct Limits {
     /// HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: below `max_concurrent_requests`, so that one
     /// connection cannot take every slot of the server.
     pub max_streams_per_connection: u32,
+    /// How long a response may wait for its client to read anything before it is ended and
+    /// what it holds is freed (see the `idle` module); `None`: no bound.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -60,6 +77,10 @@ impl Limits {
         // A quarter of the server's slots: an SDK client multiplexes a whole job over one
         // connection, and 128 calls in flight keep a connection busy.
         max_streams_per_connection: 128,
+        // Long enough for a job that works between reads (an explainer's model call per
+        // neuron), short enough that a client that stopped reading does not hold its slots
+        // for long.
+        stream_idle_timeout: Some(Duration::from_secs(120)),
     };
 }
 
@@ -98,17 +119,58 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 pub struct LimitsLayer {
     slots: Arc<Semaphore>,
     limits: Limits,
+    idle: Option<IdleBound>,
+    metrics: Option<SlotMetrics>,
 }
 
 impl LimitsLayer {
-    pub fn new(limits: Limits) -> Self {
+    /// The layer for `limits`, recording its slots in use and the responses it ends as idle
+    /// into `metrics`, if given.
+    pub fn new(limits: Limits, metrics: Option<&Metrics>) -> Self {
+        let capacity = limits
+            .max_concurrent_requests
+            .clamp(1, Semaphore::MAX_PERMITS);
+        let metrics = metrics.map(|metrics| metrics.slots(capacity));
+        let idle = limits.stream_idle_timeout.map(|timeout| {
+            let ended = metrics.as_ref().map(|m| m.idle_ended.clone());
+            IdleBound::new(timeout, move || {
+                if let Some(ended) = &ended {
+                    ended.inc();
+                }
+            })
+        });
         LimitsLayer {
-            slots: Arc::new(Semaphore::new(
-                limits
-                    .max_concurrent_requests
-                    .clamp(1, Semaphore::MAX_PERMITS),
-            )),
+            slots: Arc::new(Semaphore::new(capacity)),
             limits,
+            idle,
+            metrics,
+        }
+    }
+}
+
+/// A call's slot: given back, and counted out of the slots in use, when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_use: Option<Gauge<i64, AtomicI64>>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, metrics: Option<&SlotMetrics>) -> Slot {
+        let in_use = metrics.map(|metrics| metrics.in_use.clone());
+        if let Some(in_use) = &in_use {
+            in_use.inc();
+        }
+        Slot {
+            _permit: permit,
+            in_use,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(in_use) = &self.in_use {
+            in_use.dec();
         }
     }
 }
@@ -165,7 +227,7 @@ where
             None
         } else {
             match self.layer.slots.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
+                Ok(permit) => Some(Slot::new(permit, self.layer.metrics.as_ref())),
                 Err(_) => {
                     let status = Status::from(ServiceError::Overloaded {
                         limit: limits.max_concurrent_requests,
@@ -183,6 +245,9 @@ where
                 timeout,
             ))
         });
+        let idle = self.layer.idle.clone();
+        // Read only if the call fails in tonic itself; cloning the URI shares its bytes.
+        let uri = request.uri().clone();
         Box::pin(async move {
             let response = inner.call(request);
             let response = match deadline {
@@ -195,9 +260,13 @@ where
                 }
             };
             let response = response?;
-            let response = oversized_request(response.map(Body::new), &limits);
+            let response = explained(response.map(Body::new), uri.path(), &limits);
             Ok(response.map(|body| {
-                let body = CallBody::new(body, slot);
+                let mut body = CallBody::new(body, slot)
+                    .explain_errors(limits.max_request_bytes, limits.max_response_bytes);
+                if let Some(idle) = &idle {
+                    body = body.idle_bound(idle);
+                }
                 match deadline {
                     Some((deadline, timeout)) => body
                         .stop_on(async move {
@@ -216,20 +285,24 @@ fn deadline_status(timeout: Duration) -> Status {
     Status::from(ServiceError::DeadlineExceeded { timeout })
 }
 
-/// tonic's answer to a request message above the limit is `OUT_OF_RANGE` with a terse message;
-/// it becomes `RESOURCE_EXHAUSTED` naming the limit and what to do.
-fn oversized_request<B>(response: http::Response<B>, limits: &Limits) -> http::Response<B>
+/// A response tonic made itself (a status alone, in the headers) carries no `ErrorInfo`; it
+/// becomes the service's error for it (see [`error::explain`]).
+fn explained<B>(response: http::Response<B>, path: &str, limits: &Limits) -> http::Response<B>
 where
     B: Default,
 {
-    let oversized = Status::from_header_map(response.headers())
-        .is_some_and(|status| upstream::is_oversized_request(&status));
-    if !oversized {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() == tonic::Code::Ok || !status.details().is_empty() {
         return response;
     }
-    Status::from(ServiceError::RequestTooLarge {
-        limit: limits.max_request_bytes,
-    })
+    error::explain(
+        status,
+        path,
+        limits.max_request_bytes,
+        limits.max_response_bytes,
+    )
     .into_http()
 }
 

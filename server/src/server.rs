@@ -162,7 +162,8 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // Every call gets a span, a log line when it ends, and its metrics if there are any.
-    let observe = ObserveLayer::new(service.metrics().cloned());
+    let metrics = service.metrics().cloned();
+    let observe = ObserveLayer::new(metrics.clone());
     let activations = ActivationServiceServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -186,7 +187,7 @@ pub async fn serve(
         // Draining refuses a call before it takes one of the limited slots.
         .layer(drain.layer())
         .layer(AuthLayer::new(security.auth))
-        .layer(LimitsLayer::new(limits))
+        .layer(LimitsLayer::new(limits, metrics.as_ref()))
         .add_service(activations)
         .add_service(health_service)
         .add_service(reflection_v1)

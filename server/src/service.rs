@@ -5,7 +5,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use activations_proto::wire::{self, activation_service_server::ActivationService};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use activations_format::{
@@ -68,7 +68,8 @@ impl ActivationsService {
         self
     }
 
-    /// Refuses a response message above the limit, whatever compression would make of it.
+    /// Refuses a response message above the limit, whatever compression would make of it: the
+    /// limit applies to the message the server builds.
     fn check_size(
         &self,
         message: &impl prost::Message,
@@ -159,28 +160,17 @@ impl ActivationService for ActivationsService {
             }
         })?;
         tracing::debug!(dataset = %dataset.name, neuron = %key, %split, records = plan.len(), "streaming split");
-        let limit = self.max_response_bytes;
         let records = plan.entries().map(move |(source, index)| {
-            let message = splits::split_record(&record, source, index);
-            let size = prost::Message::encoded_len(&message);
-            if size > limit {
-                let what = format!("record {index} of the {source} records of {key}");
-                return Err(Status::from(ServiceError::ResponseTooLarge {
-                    what,
-                    size,
-                    limit,
-                }));
-            }
-            Ok(message)
+            Ok((
+                splits::split_record(&record, source, index),
+                (source, index),
+            ))
         });
-        // Nothing follows a refused record.
-        let records = records.scan(false, |failed, item| {
-            (!*failed).then(|| {
-                *failed = item.is_err();
-                item
-            })
-        });
-        let records = futures::stream::iter(records);
+        let records = within_limit(
+            futures::stream::iter(records),
+            self.max_response_bytes,
+            move |(source, index)| format!("record {index} of the {source} records of {key}"),
+        );
         Ok(Response::new(match &self.metrics {
             Some(metrics) => {
                 Box::pin(metrics.count_records(records, "StreamActivationRecords", |_| 1))
@@ -201,6 +191,19 @@ impl ActivationService for ActivationsService {
             telemetry::record_selection(telemetry::SelectionSummary(selection));
         }
         let stream = crate::bulk::stream(&self.datasets, &self.bulk, request).await?;
+        let named = stream.map(|item| {
+            item.map(|message| {
+                let id = message
+                    .neuron_id
+                    .map(|id| (id.layer_index, id.neuron_index));
+                (message, id)
+            })
+        });
+        let stream = within_limit(named, self.max_response_bytes, |id| match id {
+            Some((layer, neuron)) => format!("the message of neuron {layer}/{neuron}'s splits"),
+            None => "the message of a neuron's splits".to_string(),
+        });
+        let stream: crate::bulk::NeuronSplitsStream = Box::pin(stream);
         Ok(Response::new(match &self.metrics {
             Some(metrics) => Box::pin(metrics.count_records(stream, "StreamNeuronSplits", |m| {
                 m.splits.iter().map(|s| s.records.len()).sum()
@@ -306,4 +309,37 @@ impl ActivationService for ActivationsService {
             .collect();
         Ok(Response::new(wire::ListDatasetsResponse { datasets }))
     }
+}
+
+/// `messages` (each with what it is, for `what` to name it) as a response stream that refuses a
+/// message above `limit` bytes as the server builds it, whatever compression would make of it,
+/// and ends there.
+fn within_limit<T, W>(
+    messages: impl Stream<Item = Result<(T, W), Status>> + Send + 'static,
+    limit: usize,
+    what: impl Fn(W) -> String + Send + 'static,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static
+where
+    T: prost::Message + Send + 'static,
+    W: Send + 'static,
+{
+    let checked = messages.map(move |item| {
+        let (message, which) = item?;
+        let size = message.encoded_len();
+        if size > limit {
+            return Err(Status::from(ServiceError::ResponseTooLarge {
+                what: what(which),
+                size,
+                limit,
+            }));
+        }
+        Ok(message)
+    });
+    // Nothing follows a refused message.
+    checked.scan(false, |failed, item| {
+        std::future::ready((!*failed).then(|| {
+            *failed = item.is_err();
+            item
+        }))
+    })
 }

@@ -1,7 +1,10 @@
 //! What the server's dependencies say only in the text of their errors. Everywhere else an
-//! error is classified by its type; these two facts have no type to match, so they are read
-//! here, and the tests below provoke them from the real dependencies, so that an upgrade that
-//! rewords a message fails a test instead of misclassifying errors.
+//! error is classified by its type; these facts (an HTTP status inside an `object_store` error,
+//! which refusal a status of tonic's own is) have no type to match, so they are read here. The
+//! tests below provoke the `object_store` ones and tonic's oversize refusal from the real
+//! dependencies, and the end-to-end error sweep (`tests/e2e/errors.rs`) provokes every one of
+//! tonic's refusals from a real server, so that an upgrade that rewords a message fails a test
+//! instead of misclassifying errors.
 
 use tonic::{Code, Status};
 
@@ -25,11 +28,59 @@ pub fn object_store_http_status(error: &(dyn std::error::Error + 'static)) -> Op
 
 /// Whether `status` is tonic's refusal of a request message above the server's
 /// `max_decoding_message_size`: `OUT_OF_RANGE` with a terse message, and no type of its own.
-pub fn is_oversized_request(status: &Status) -> bool {
-    status.code() == Code::OutOfRange
-        && status
-            .message()
-            .starts_with("Error, decoded message length too large")
+/// What a status tonic made itself, not the service, says: tonic's own refusals have no type,
+/// only a code and a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TonicRefusal {
+    /// A request message above the decoding limit, as sent or once decompressed.
+    RequestTooLarge,
+    /// A response message above the encoding limit: `size` bytes as framed.
+    ResponseTooLarge { size: usize },
+    /// A request that is not a message of the method's type: bytes that do not decode, a bad
+    /// compression flag, a body that cannot be decompressed, a message cut short or missing.
+    Malformed,
+    /// A request compressed with an encoding the server does not accept.
+    UnsupportedCompression,
+    /// A path with no method behind it: tonic answers `UNIMPLEMENTED` with no message.
+    UnknownMethod,
+}
+
+/// Which of tonic's own refusals `status` is, if it is one.
+pub fn tonic_refusal(status: &Status) -> Option<TonicRefusal> {
+    let message = status.message();
+    let starts = |prefix: &str| message.starts_with(prefix);
+    match status.code() {
+        Code::OutOfRange if starts("Error, decoded message length too large") => {
+            Some(TonicRefusal::RequestTooLarge)
+        }
+        Code::ResourceExhausted if starts("Error decompressing: size limit") => {
+            Some(TonicRefusal::RequestTooLarge)
+        }
+        Code::OutOfRange if starts("Error, encoded message length too large") => {
+            // "... found {len} bytes, the limit is: {limit} bytes"
+            let size = message
+                .split("found ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|digits| digits.parse().ok())
+                .unwrap_or(0);
+            Some(TonicRefusal::ResponseTooLarge { size })
+        }
+        Code::Internal
+            if starts("failed to decode Protobuf message")
+                || starts("protocol error:")
+                || starts("Error decompressing:")
+                || starts("Unexpected EOF decoding stream")
+                || starts("Missing request message") =>
+        {
+            Some(TonicRefusal::Malformed)
+        }
+        Code::Unimplemented if starts("Content is compressed with") => {
+            Some(TonicRefusal::UnsupportedCompression)
+        }
+        Code::Unimplemented if message.is_empty() => Some(TonicRefusal::UnknownMethod),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +177,11 @@ mod tests {
             })
             .await
             .expect_err("above the limit");
-        assert!(is_oversized_request(&status), "{status:?}");
-        assert!(!is_oversized_request(&Status::out_of_range("page 9 of 3")));
+        assert_eq!(
+            tonic_refusal(&status),
+            Some(TonicRefusal::RequestTooLarge),
+            "{status:?}"
+        );
+        assert_eq!(tonic_refusal(&Status::out_of_range("page 9 of 3")), None);
     }
 }

@@ -462,3 +462,100 @@ async fn links_leading_outside_the_dataset_are_not_served_unless_allowed() {
         .into_inner();
     assert_eq!(layers.layer_indices, vec![0, 1, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_nobody_reads_are_ended_and_their_slots_freed() {
+    use activations_e2e::scrape::Scrape;
+
+    let dir = dataset();
+    let server = serve(
+        &dir,
+        &[
+            "--max-concurrent-requests",
+            "8",
+            "--max-streams-per-connection",
+            "4",
+            "--stream-idle-timeout",
+            "1s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = server.metrics_url.clone().unwrap();
+    // Two connections take every slot with streams far larger than HTTP/2 lets through
+    // unread, and read none of them.
+    let ids: Vec<pb::NeuronId> = (0..2000).map(|i| neuron_id(i % 2, i % 5)).collect();
+    let request = pb::StreamNeuronSplitsRequest {
+        selection: Some(pb::NeuronSelection {
+            selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
+                neuron_ids: ids,
+            })),
+        }),
+        splits: vec![pb::Split::Train as i32, pb::Split::Valid as i32],
+        ..Default::default()
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let hog = raw(&server).await;
+        for _ in 0..4 {
+            let mut hog = hog.clone();
+            let response = hog.stream_neuron_splits(request.clone()).await.unwrap();
+            held.push(response.into_inner());
+        }
+    }
+
+    // The server is saturated, and says so.
+    let mut other = raw(&server).await;
+    let refused = other
+        .list_layers(pb::ListLayersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let scrape = Scrape::fetch(&metrics).await;
+    assert_eq!(scrape.value("activations_call_slots", &[]), 8.0);
+    assert_eq!(scrape.value("activations_call_slots_in_use", &[]), 8.0);
+
+    // Past the idle bound the unread responses are ended and everyone is served again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = other.list_layers(pb::ListLayersRequest::default()).await;
+        match listed {
+            Ok(layers) => {
+                assert_eq!(layers.into_inner().layer_indices, vec![0, 1]);
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slots were never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let scrape = Scrape::fetch(&metrics).await;
+    assert_eq!(
+        scrape.value("activations_responses_idle_ended_total", &[]),
+        8.0
+    );
+    assert_eq!(scrape.value("activations_call_slots_in_use", &[]), 0.0);
+
+    // A client that comes back to its stream gets what was sent, then the reason it ended:
+    // never a stream that looks complete.
+    for mut stream in held {
+        let ended = loop {
+            match stream.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(status)) => break status,
+                None => panic!("an idle stream ended as if complete"),
+            }
+        };
+        assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+        assert!(
+            ended.message().contains("--stream-idle-timeout"),
+            "{}",
+            ended.message()
+        );
+        let reason = StatusError::from(ended).error_reason();
+        assert_eq!(reason, Some(ErrorReason::StreamIdle));
+    }
+}

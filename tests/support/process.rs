@@ -22,6 +22,8 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`, from its ready line.
     pub url: String,
+    /// `http://ADDR` of its metrics endpoint, with `--metrics-listen`.
+    pub metrics_url: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -70,6 +72,9 @@ impl ServerProcess {
         ServerProcess {
             child,
             url: format!("http://{}", ready.address),
+            metrics_url: ready
+                .metrics_address
+                .map(|address| format!("http://{address}")),
             log,
         }
     }

@@ -36,7 +36,18 @@ impl MetricsEndpoint {
     /// # Panics
     /// Unless the endpoint answers 200 with the OpenMetrics content type.
     pub async fn scrape(&self) -> Scrape {
-        let response = reqwest::get(format!("{}/metrics", self.url()))
+        Scrape::fetch(&self.url()).await
+    }
+}
+
+impl Scrape {
+    /// `GET {url}/metrics`, read as Prometheus reads it.
+    ///
+    /// # Panics
+    /// Unless the endpoint answers 200 with the OpenMetrics content type.
+    pub async fn fetch(url: &str) -> Scrape {
+        crate::install_tls_provider();
+        let response = reqwest::get(format!("{url}/metrics"))
             .await
             .expect("GET /metrics");
         assert_eq!(response.status(), 200);

@@ -64,8 +64,17 @@ struct Inner {
     rpc_response_bytes: Family<RpcLabels, Counter>,
     rpc_in_flight: Gauge<i64, AtomicI64>,
     records_streamed: Family<RpcLabels, Counter>,
+    slots: SlotMetrics,
+    slots_capacity: Gauge<i64, AtomicI64>,
     storage: storage::Families,
     caches: Arc<cache::CacheCollector>,
+}
+
+/// What the limits of calls record: the slots in use, and the responses ended as idle.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotMetrics {
+    pub(crate) in_use: Gauge<i64, AtomicI64>,
+    pub(crate) idle_ended: Counter,
 }
 
 /// Labels of a call: the gRPC service and method.
@@ -125,6 +134,26 @@ impl Metrics {
              cancelled stream, those produced before it was cancelled).",
             records_streamed.clone(),
         );
+        let slots_capacity = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "call_slots",
+            "Calls the server runs at once (--max-concurrent-requests); one more is refused with \
+             RESOURCE_EXHAUSTED.",
+            slots_capacity.clone(),
+        );
+        let slots = SlotMetrics::default();
+        registry.register(
+            "call_slots_in_use",
+            "Calls holding a slot now (streams until their last message): at call_slots, the \
+             server is saturated and refuses calls.",
+            slots.in_use.clone(),
+        );
+        registry.register(
+            "responses_idle_ended",
+            "Responses the server ended because their client read nothing of them for \
+             --stream-idle-timeout (ABORTED, STREAM_IDLE).",
+            slots.idle_ended.clone(),
+        );
         let storage = storage::Families::register(&mut registry);
         let caches = Arc::new(cache::CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
@@ -136,6 +165,8 @@ impl Metrics {
                 rpc_response_bytes,
                 rpc_in_flight,
                 records_streamed,
+                slots,
+                slots_capacity,
                 storage,
                 caches,
             }),
@@ -149,6 +180,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
         text
+    }
+
+    /// The call slots' series, for a server of `capacity` slots.
+    pub(crate) fn slots(&self, capacity: usize) -> SlotMetrics {
+        let capacity = i64::try_from(capacity).unwrap_or(i64::MAX);
+        self.inner.slots_capacity.set(capacity);
+        self.inner.slots.clone()
     }
 
     /// A call began.
