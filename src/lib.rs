@@ -11,6 +11,7 @@
 //!   held as its encoding ([`encoded::EncodedRecord`]), and the server stub over them.
 //! - [`codec`]: the tonic codec of those stubs (prost, decoding each message from one slice).
 //! - [`cursor`]: the `StreamNeuronSplits` cursor, versioned, and the stream it is bound to.
+//! - [`page_token`]: the `ListNeurons` page token, bound to its dataset and layer.
 //! - [`reason`]: [`ErrorReason`], the `ErrorInfo.reason` names of the service's errors.
 //! - [`python_max`]: Python's `max` over floats, which `max_activation` follows everywhere.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of `proto/`, including
@@ -41,6 +42,7 @@ pub mod wire {
 pub mod codec;
 pub mod cursor;
 pub mod encoded;
+pub mod page_token;
 pub mod reason;
 pub mod record;
 

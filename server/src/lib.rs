@@ -37,6 +37,7 @@ mod call_body;
 pub mod config;
 pub mod dataset;
 pub mod error;
+mod handshake;
 mod idle;
 pub mod limits;
 pub mod location;

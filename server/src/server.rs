@@ -4,11 +4,13 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use activations_proto::wire::activation_service_server::ActivationServiceServer;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
 use crate::{
     dataset::Datasets,
+    handshake::{self, Opening},
     limits::{Limits, LimitsLayer},
     security::{AuthLayer, Security},
     service::ActivationsService,
@@ -173,7 +175,10 @@ pub async fn serve(
         .max_encoding_message_size(limits.max_response_bytes);
 
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // A peer that never finishes opening its connection is cut off.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(|stream| Opening::new(stream, handshake::OPENING_TIMEOUT)));
     let (close, closed) = tokio::sync::oneshot::channel::<()>();
     // Advertised to every client: one connection cannot hold every slot of the server.
     let mut server = tonic::transport::Server::builder()

@@ -265,7 +265,7 @@ impl ActivationService for ActivationsService {
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(
-                PageToken::decode(token, &dataset.name, layer)
+                page_token::decode(token, &dataset.name, layer)
                     .map_err(|e| ServiceError::invalid("page_token", e))?
                     .after,
             ),

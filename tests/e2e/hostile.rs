@@ -559,3 +559,45 @@ async fn responses_nobody_reads_are_ended_and_their_slots_freed() {
         assert_eq!(reason, Some(ErrorReason::StreamIdle));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_opening_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = dataset();
+    let server = serve(&dir, &[]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    // Half a preface, a few bytes of one, and nothing at all.
+    let mut stalled = Vec::new();
+    for i in 0..60 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let sent: &[u8] = match i % 3 {
+            0 => b"PRI * HTTP/2.0\r\n",
+            1 => b"PRI",
+            _ => b"",
+        };
+        socket.write_all(sent).await.unwrap();
+        stalled.push(socket);
+    }
+    // A client that opens its connection properly is served meanwhile.
+    let mut client = raw(&server).await;
+    let layers = client
+        .list_layers(pb::ListLayersRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(layers.into_inner().layer_indices, vec![0, 1]);
+
+    // The server closes every stalled one (an end of stream, or a reset).
+    for mut socket in stalled {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            socket.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(closed.is_ok(), "a connection that never opened stayed open");
+    }
+    // And the proper client's connection, idle since, was left open.
+    let again = client.list_layers(pb::ListLayersRequest::default()).await;
+    assert!(again.is_ok(), "{again:?}");
+}
