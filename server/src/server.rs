@@ -10,7 +10,7 @@ use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
 use crate::{
     dataset::Datasets,
-    handshake::{self, Opening},
+    handshake::{self, Opening, Transport},
     limits::{Limits, LimitsLayer},
     security::{AuthLayer, Security},
     service::ActivationsService,
@@ -175,17 +175,21 @@ pub async fn serve(
         .max_encoding_message_size(limits.max_response_bytes);
 
     // Without TCP_NODELAY a small response can sit out the peer's delayed ACK (~40 ms).
+    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let transports = match &security.tls {
+        None => tcp.map(|accepted| accepted.map(Transport::Plain)).boxed(),
+        Some(tls) => tls
+            .handshakes(tcp)
+            .map(|accepted| accepted.map(|stream| Transport::Tls(Box::new(stream))))
+            .boxed(),
+    };
     // A peer that never finishes opening its connection is cut off.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
+    let incoming = transports
         .map(|accepted| accepted.map(|stream| Opening::new(stream, handshake::OPENING_TIMEOUT)));
     let (close, closed) = tokio::sync::oneshot::channel::<()>();
     // Advertised to every client: one connection cannot hold every slot of the server.
-    let mut server = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection);
-    if let Some(tls) = &security.tls {
-        server = server.tls_config(tls.server_config())?;
-    }
     let serve = server
         // Outermost, so calls refused by the layers below are logged and counted too.
         .layer(observe)

@@ -601,3 +601,58 @@ async fn connections_that_never_finish_opening_are_closed() {
     let again = client.list_layers(pb::ListLayersRequest::default()).await;
     assert!(again.is_ok(), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_that_stall_after_their_handshake_are_closed() {
+    use activations_e2e::certs::TestPki;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = dataset();
+    let pki = TestPki::new();
+    let server = serve(
+        &dir,
+        &[
+            "--tls-cert",
+            pki.path("server.pem").to_str().unwrap(),
+            "--tls-key",
+            pki.path("server.key").to_str().unwrap(),
+        ],
+    );
+    let address = server.url.trim_start_matches("http://").to_string();
+    activations_e2e::install_tls_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = pki.read("ca.pem");
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    // Each finishes its TLS handshake, then sends half a preface, or nothing.
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("a TLS handshake");
+        if i % 2 == 0 {
+            tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        stalled.push(tls);
+    }
+    for mut tls in stalled {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tls.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a TLS connection that never opened stayed open"
+        );
+    }
+}

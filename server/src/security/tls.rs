@@ -1,10 +1,22 @@
 //! TLS for the server: its certificate and key, and optionally the CA that client certificates
-//! must be signed by (mutual TLS), read from PEM files and checked at startup.
+//! must be signed by (mutual TLS), read from PEM files and checked at startup; and the
+//! acceptor that runs each connection's handshake.
+//!
+//! The server runs its handshakes itself (tokio-rustls, with the `ring` provider) rather than
+//! through tonic's TLS option, so that the bound on a connection's opening
+//! (the server's `handshake` module) counts the HTTP/2 bytes inside TLS, not the TLS records.
 
-use std::{fmt, path::Path, time::Duration};
+use std::{fmt, io, path::Path, sync::Arc, time::Duration};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use futures::{Stream, StreamExt};
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::ring,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio::{net::TcpStream, task::JoinSet};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use super::SecurityError;
 
@@ -17,7 +29,7 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// and the client CA (if any) holds a certificate.
 #[derive(Clone)]
 pub struct ServerTls {
-    config: ServerTlsConfig,
+    config: Arc<ServerConfig>,
     mutual: bool,
 }
 
@@ -51,33 +63,45 @@ impl ServerTls {
         (key_name, key): (&Path, &[u8]),
         client_ca: Option<(&Path, &[u8])>,
     ) -> Result<ServerTls, SecurityError> {
-        check_certificates(cert_name, cert)?;
-        if let Err(error) = PrivateKeyDer::from_pem_slice(key) {
-            return Err(SecurityError::Pem {
-                path: key_name.to_path_buf(),
-                expected: "a private key (PKCS#8, PKCS#1 or SEC1)",
-                reason: error.to_string(),
-            });
-        }
-        let mut config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert, key))
-            .timeout(TLS_HANDSHAKE_TIMEOUT);
-        if let Some((ca_name, ca)) = client_ca {
-            check_certificates(ca_name, ca)?;
-            config = config.client_ca_root(Certificate::from_pem(ca));
-        }
-        // tonic builds its rustls configuration only when the server starts; building it now
-        // turns a key that does not match its certificate into a startup error naming the files.
-        crate::location::install_tls_provider();
-        if let Err(error) = tonic::transport::Server::builder().tls_config(config.clone()) {
-            return Err(SecurityError::TlsConfig {
-                cert: cert_name.to_path_buf(),
-                key: key_name.to_path_buf(),
-                reason: error_chain(&error),
-            });
-        }
+        let chain = certificates(cert_name, cert)?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|error| SecurityError::Pem {
+            path: key_name.to_path_buf(),
+            expected: "a private key (PKCS#8, PKCS#1 or SEC1)",
+            reason: error.to_string(),
+        })?;
+        let refused = |reason: String| SecurityError::TlsConfig {
+            cert: cert_name.to_path_buf(),
+            key: key_name.to_path_buf(),
+            reason,
+        };
+        let provider = Arc::new(ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| refused(error_chain(&error)))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some((ca_name, ca)) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in certificates(ca_name, ca)? {
+                    roots
+                        .add(certificate)
+                        .map_err(|error| refused(error_chain(&error)))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|error| refused(error_chain(&error)))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        // Checks that the key is the certificate's: a mismatch is a startup error naming the
+        // files.
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|error| refused(error_chain(&error)))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ServerTls {
-            config,
+            config: Arc::new(config),
             mutual: client_ca.is_some(),
         })
     }
@@ -87,9 +111,44 @@ impl ServerTls {
         self.mutual
     }
 
-    /// The configuration tonic's server takes.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        self.config.clone()
+    /// The connections of `incoming` once their TLS handshakes succeed, in the order they
+    /// finish. Each handshake runs in a task of its own, bounded by [`TLS_HANDSHAKE_TIMEOUT`];
+    /// one that fails or times out is dropped (logged at DEBUG), and the listener goes on.
+    pub fn handshakes<S>(&self, incoming: S) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>>
+    where
+        S: Stream<Item = io::Result<TcpStream>> + Unpin + Send + 'static,
+    {
+        let acceptor = TlsAcceptor::from(self.config.clone());
+        let state = (incoming, JoinSet::new(), acceptor);
+        futures::stream::unfold(state, |(mut incoming, mut running, acceptor)| async move {
+            loop {
+                tokio::select! {
+                    accepted = incoming.next() => match accepted {
+                        None => return None,
+                        Some(Err(error)) => return Some((Err(error), (incoming, running, acceptor))),
+                        Some(Ok(stream)) => {
+                            let handshake = acceptor.accept(stream);
+                            running.spawn(tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake));
+                        }
+                    },
+                    Some(finished) = running.join_next(), if !running.is_empty() => {
+                        match finished {
+                            Ok(Ok(Ok(stream))) => {
+                                return Some((Ok(stream), (incoming, running, acceptor)));
+                            }
+                            Ok(Ok(Err(error))) => {
+                                tracing::debug!(%error, "a TLS handshake failed");
+                            }
+                            Ok(Err(_)) => tracing::debug!(
+                                timeout = ?TLS_HANDSHAKE_TIMEOUT,
+                                "a TLS handshake did not finish in time"
+                            ),
+                            Err(error) => tracing::debug!(%error, "a TLS handshake task failed"),
+                        }
+                    }
+                }
+            }
+        })
     }
 }
 
@@ -109,21 +168,20 @@ fn read(path: &Path) -> Result<Vec<u8>, SecurityError> {
     })
 }
 
-fn check_certificates(path: &Path, pem: &[u8]) -> Result<(), SecurityError> {
+/// The certificates of a PEM file: at least one, each parsed.
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
     let invalid = |reason: String| SecurityError::Pem {
         path: path.to_path_buf(),
         expected: "PEM certificates (-----BEGIN CERTIFICATE-----)",
         reason,
     };
-    let mut count = 0;
-    for certificate in CertificateDer::pem_slice_iter(pem) {
-        certificate.map_err(|error| invalid(error.to_string()))?;
-        count += 1;
-    }
-    if count == 0 {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid(error.to_string()))?;
+    if certificates.is_empty() {
         return Err(invalid("no certificate found".to_string()));
     }
-    Ok(())
+    Ok(certificates)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
