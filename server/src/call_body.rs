@@ -183,7 +183,15 @@ impl HttpBody for CallBody {
             // The inner body's own trailers end the response: nothing may follow them.
             Poll::Ready(Some(Ok(last))) if last.is_trailers() => {
                 this.ended = true;
-                let failed = last.trailers_ref().and_then(Status::from_header_map);
+                // Most calls end with `grpc-status: 0`: only a failure is parsed.
+                let failed = last
+                    .trailers_ref()
+                    .filter(|trailers| {
+                        trailers
+                            .get("grpc-status")
+                            .is_some_and(|code| code.as_bytes() != b"0")
+                    })
+                    .and_then(Status::from_header_map);
                 if let (Some((request, response)), Some(status)) = (this.explain, failed)
                     && status.code() != tonic::Code::Ok
                     && status.details().is_empty()
