@@ -55,6 +55,18 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// The fully qualified name of the service, as reflection and health checks name it.
 pub const SERVICE_NAME: &str = "neuron_explainer.activations.v1.ActivationService";
 
+/// The methods of the service, in the order of the contract (checked against it by a test).
+pub const METHODS: [&str; 8] = [
+    "GetNeuronRecord",
+    "StreamActivationRecords",
+    "StreamNeuronSplits",
+    "GetNeuronSummary",
+    "NeuronExists",
+    "ListLayers",
+    "ListNeurons",
+    "ListDatasets",
+];
+
 /// Python's `max` over floats: keeps the first item and replaces it only by a strictly greater
 /// one, so a NaN in first place wins and a later NaN is skipped. `None` for no items (where
 /// Python raises).
@@ -112,6 +124,25 @@ mod tests {
                 ..file
             })
             .collect()
+    }
+
+    #[test]
+    fn the_methods_are_the_contract_s() {
+        let set = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let service = set
+            .file
+            .iter()
+            .flat_map(|file| {
+                let package = file.package().to_string();
+                file.service
+                    .iter()
+                    .map(move |service| (format!("{package}.{}", service.name()), service))
+            })
+            .find(|(name, _)| name == super::SERVICE_NAME)
+            .expect("the service is in the contract")
+            .1;
+        let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, super::METHODS);
     }
 
     #[test]

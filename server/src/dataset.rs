@@ -14,17 +14,28 @@ use crate::{
     error::{ServiceError, excerpt},
     location::{self, BUNDLED_NAME, BUNDLED_URI, Backend, Location, StorageOptions},
     metrics::{Metrics, ObservedStore, StorageMetrics},
+    redact::redact,
     store::{
         CacheConfig, CachedStore, DEFAULT_MAX_NEURON_FILE_BYTES, NeuronStore, ObjectNeuronStore,
         ShapedStore, StoreError, below,
     },
 };
 
-/// One `--dataset NAME=URI` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `--dataset NAME=URI` setting. Its URI may carry credentials: it is shown only as
+/// [`redact`] shows it, its `Debug` included.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatasetSpec {
     pub name: String,
     pub uri: String,
+}
+
+impl fmt::Debug for DatasetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatasetSpec")
+            .field("name", &self.name)
+            .field("uri", &redact(&self.uri))
+            .finish()
+    }
 }
 
 /// The longest dataset name, in bytes: a request naming a longer one is refused before
@@ -133,6 +144,7 @@ impl Default for OpenOptions {
 #[derive(Debug)]
 pub struct Dataset {
     pub name: String,
+    /// Its URI as it may be shown: credentials replaced (see [`redact`]).
     pub uri: String,
     pub layout: Layout,
     pub store: Arc<dyn NeuronStore>,
@@ -167,10 +179,11 @@ impl Dataset {
         metrics: Option<&Metrics>,
     ) -> Result<Dataset, ConfigError> {
         let storage_metrics = metrics.map(|m| m.storage(&spec.name));
+        let shown = redact(&spec.uri);
         let location =
             Location::parse(&spec.uri).map_err(|reason| ConfigError::UnsupportedUri {
                 name: spec.name.clone(),
-                uri: spec.uri.clone(),
+                uri: shown.clone(),
                 reason,
             })?;
         let remote = !matches!(location.backend, Backend::Bundled | Backend::Local(_));
@@ -195,7 +208,7 @@ impl Dataset {
             )
             .map_err(|reason| ConfigError::Backend {
                 name: spec.name.clone(),
-                uri: spec.uri.clone(),
+                uri: shown.clone(),
                 reason,
             })?,
         };
@@ -225,7 +238,7 @@ impl Dataset {
             }
         };
         let mut object = ObjectNeuronStore::new(store, root, layout)
-            .with_location(&spec.uri)
+            .with_location(&shown)
             .with_max_file_bytes(options.max_neuron_file_bytes);
         if remote {
             object = object.with_read_deadline(options.storage.read_deadline());
@@ -252,7 +265,7 @@ impl Dataset {
         );
         Ok(Dataset {
             name: spec.name.clone(),
-            uri: spec.uri.clone(),
+            uri: shown,
             layout,
             store: neurons,
         })
@@ -296,7 +309,7 @@ pub async fn list_shape(uri: &str, options: &OpenOptions) -> Result<(Shape, Layo
     };
     let dataset = Dataset::open_with(&spec, options, false, None).await?;
     let listing_failed = |source| ConfigError::Listing {
-        uri: uri.to_string(),
+        uri: redact(uri),
         source,
     };
     let layers = dataset.store.layers().await.map_err(listing_failed)?;

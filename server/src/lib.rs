@@ -7,21 +7,24 @@
 //! The file format and the split rules (the JSON reader and writer, `SplitPlan`, layouts,
 //! declared shapes) are the `activations-format` crate's; this crate does the I/O and serving.
 //!
-//! - [`page_token`]: the opaque `ListNeurons` page tokens.
+//! - [`page_token`]: `ListNeurons` page sizes and the refusal of a page token of another
+//!   listing.
 //!
 //! I/O and serving:
 //! - [`location`]: dataset URIs and the `object_store` backend each opens (local, Azure, S3,
 //!   GCS, plain HTTP), with timeouts and retries.
 //! - [`store`]: the `NeuronStore` trait, its `object_store`-backed implementation, and the
 //!   wrappers that cache and answer listings from a declared shape.
-//! - [`dataset`]: named datasets opened from `NAME=URI` settings.
+//! - [`dataset`]: named datasets opened from `NAME=URI` settings; [`redact`]: how a dataset's
+//!   URI is shown everywhere, without its credentials.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
-//! - [`upstream`]: the two facts the dependencies (object_store, tonic) give only as text.
+//! - [`upstream`]: the facts the dependencies (object_store, tonic) give only as text.
 //! - [`routes`]: which service a call's path names (health and reflection are treated apart).
-//! - [`limits`]: load shedding, deadlines and message sizes, a tower layer over every call;
-//!   [`shutdown`]: the draining shutdown; both end streams through `call_body`.
+//! - [`limits`]: load shedding, deadlines, message sizes and the idle bound (`idle`), a tower
+//!   layer over every call; [`shutdown`]: the draining shutdown; both end streams through
+//!   `call_body`. `handshake` cuts off connections that never finish opening.
 //! - [`server`]: [`serve`]`(listener, config, shutdown)`, the one way to run a server (main,
 //!   tests, benchmarks), and the [`Ready`] line the binary prints once it accepts calls.
 //! - [`config`]: the command line and environment of `activations-server`.
@@ -43,6 +46,7 @@ pub mod limits;
 pub mod location;
 pub mod metrics;
 pub mod page_token;
+pub mod redact;
 pub mod routes;
 pub mod security;
 pub mod server;

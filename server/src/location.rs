@@ -41,6 +41,7 @@ use activations_format::{
 
 use crate::{
     metrics::StorageHttpConnector,
+    redact::redact,
     store::{Links, LocalDir},
 };
 
@@ -291,7 +292,7 @@ impl fmt::Display for Backend {
             } => write!(f, "Azure Blob account {account}, container {container}"),
             Backend::S3 { bucket, .. } => write!(f, "S3 bucket {bucket}"),
             Backend::Gcs { bucket, .. } => write!(f, "GCS bucket {bucket}"),
-            Backend::Http { base } => write!(f, "web server {base}"),
+            Backend::Http { base } => write!(f, "web server {}", redact(base.as_str())),
         }
     }
 }
@@ -430,20 +431,63 @@ pub fn open_remote_with(
                     .map_err(built)?,
             )
         }
-        Backend::Http { base } => Arc::new(
-            HttpBuilder::new()
-                .with_url(base.as_str())
-                .with_retry(options.retry())
-                .with_client_options(options.client(base.scheme() == "http"))
-                .with_http_connector(http)
-                .build()
-                .map_err(built)?,
-        ),
+        Backend::Http { base } => {
+            let (base, authorization) = basic_auth(base);
+            let mut client = options.client(base.scheme() == "http");
+            if let Some(authorization) = authorization {
+                client = client.with_default_headers(http::HeaderMap::from_iter([(
+                    http::header::AUTHORIZATION,
+                    authorization,
+                )]));
+            }
+            Arc::new(
+                HttpBuilder::new()
+                    .with_url(base.as_str())
+                    .with_retry(options.retry())
+                    .with_client_options(client)
+                    .with_http_connector(http)
+                    .build()
+                    .map_err(built)?,
+            )
+        }
         Backend::Local(_) | Backend::Bundled => {
             return Err(format!("{backend} is not a remote location"));
         }
     };
     Ok(store)
+}
+
+/// A web server's `base` URL without its user info, and that user info as a basic
+/// `Authorization` header, marked sensitive. The HTTP client would send the same header from
+/// the URL itself, but it keeps the URL, password included, in its connection pool's keys,
+/// which its trace log prints; a sensitive header is never printed.
+fn basic_auth(base: &Url) -> (Url, Option<http::HeaderValue>) {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+    if base.username().is_empty() && base.password().is_none() {
+        return (base.clone(), None);
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = format!(
+        "{}:{}",
+        decode(base.username()),
+        decode(base.password().unwrap_or_default())
+    );
+    let mut bare = base.clone();
+    // A URL with a host can always lose its user info.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let header = http::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(credentials)))
+        .ok()
+        .map(|mut value| {
+            value.set_sensitive(true);
+            value
+        });
+    (bare, header)
 }
 
 /// Applies the URI's backend settings to `builder`; a key the backend does not know is an error

@@ -34,6 +34,42 @@ impl Route {
         }
     }
 
+    /// The service and method of `path` as metrics and logs label a call: one of this server's
+    /// own (the contract's methods, health's `Check` and `Watch`, reflection's
+    /// `ServerReflectionInfo`), else `("", "unknown")`, so that no caller, with or without
+    /// credentials, can add a label value.
+    pub fn labels(path: &str) -> (&'static str, &'static str) {
+        const UNKNOWN: (&str, &str) = ("", "unknown");
+        let Some((service, method)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/'))
+        else {
+            return UNKNOWN;
+        };
+        let known = |service: &'static str, methods: &[&'static str]| {
+            methods
+                .iter()
+                .find(|known| **known == method)
+                .map(|known| (service, *known))
+        };
+        let found = match Route::of(path) {
+            Route::Activations => {
+                known(activations_proto::SERVICE_NAME, &activations_proto::METHODS)
+            }
+            Route::Health => known(
+                tonic_health::pb::health_server::SERVICE_NAME,
+                &["Check", "Watch"],
+            ),
+            Route::Reflection => [
+                tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+                tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+            ]
+            .into_iter()
+            .find(|name| *name == service)
+            .and_then(|name| known(name, &["ServerReflectionInfo"])),
+            Route::Unknown => None,
+        };
+        found.unwrap_or(UNKNOWN)
+    }
+
     /// Health checks and reflection: outside the limits on calls and answered while draining,
     /// so a busy or stopping server still says how it is and what it serves.
     pub fn is_infrastructure(self) -> bool {
@@ -72,6 +108,38 @@ mod tests {
             assert_eq!(Route::of(other), Route::Unknown, "{other}");
         }
         assert!(Route::Health.is_infrastructure() && Route::Reflection.is_infrastructure());
+    }
+
+    #[test]
+    fn labels_come_from_a_fixed_set() {
+        let service = activations_proto::SERVICE_NAME;
+        for method in activations_proto::METHODS {
+            assert_eq!(
+                Route::labels(&format!("/{service}/{method}")),
+                (service, method)
+            );
+        }
+        assert_eq!(
+            Route::labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            Route::labels("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            (
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo"
+            )
+        );
+        for other in [
+            "/made.up.Service/AnyMethod123",
+            &format!("/{service}/GetNeuronRecords"),
+            "/grpc.health.v1.Health/Ping",
+            "/grpc.reflection.v1.ServerReflection/Other",
+            "",
+            "/",
+        ] {
+            assert_eq!(Route::labels(other), ("", "unknown"), "{other}");
+        }
         assert!(!Route::Activations.is_infrastructure() && !Route::Unknown.is_infrastructure());
     }
 }

@@ -44,7 +44,10 @@ use tracing::{Span, field};
 
 use activations_format::neuron::NeuronKey;
 
-use crate::metrics::{Metrics, RpcLabels};
+use crate::{
+    metrics::{Metrics, RpcLabels},
+    routes::Route,
+};
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -198,12 +201,10 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     )
 }
 
-/// The service and method of a gRPC path, `/package.Service/Method`.
+/// The service and method of a gRPC path, `/package.Service/Method`, from the server's fixed
+/// set (see [`Route::labels`]).
 fn rpc_of(path: &str) -> RpcLabels {
-    let (service, rpc) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", path));
+    let (service, rpc) = Route::labels(path);
     RpcLabels {
         service: service.to_string(),
         rpc: rpc.to_string(),
@@ -423,17 +424,9 @@ impl Call {
         }
         let code = code_name(code);
         if let Some(metrics) = &self.metrics {
-            // A path no route serves is not a method: one series for them all, so that
-            // arbitrary paths cannot grow the metrics without bound.
-            if code == "UNIMPLEMENTED" {
-                let unknown = RpcLabels {
-                    service: String::new(),
-                    rpc: "unknown".to_string(),
-                };
-                metrics.call_finished(&unknown, code, elapsed, self.bytes);
-            } else {
-                metrics.call_finished(&self.labels, code, elapsed, self.bytes);
-            }
+            // The labels are from a fixed set: a path no route serves is one `unknown`
+            // series, whoever calls it, so that arbitrary paths cannot grow the metrics.
+            metrics.call_finished(&self.labels, code, elapsed, self.bytes);
         }
         self.span.in_scope(|| {
             tracing::debug!(
@@ -504,14 +497,14 @@ mod tests {
 
     fn request() -> http::Request<()> {
         http::Request::builder()
-            .uri("/pkg.Svc/Method")
+            .uri("/neuron_explainer.activations.v1.ActivationService/ListLayers")
             .body(())
             .unwrap()
     }
 
     fn count_line(code: &str) -> String {
         format!(
-            r#"activations_rpc_requests_total{{service="pkg.Svc",rpc="Method",code="{code}"}} 1"#
+            r#"activations_rpc_requests_total{{service="neuron_explainer.activations.v1.ActivationService",rpc="ListLayers",code="{code}"}} 1"#
         )
     }
 
@@ -538,13 +531,13 @@ mod tests {
         assert!(text.contains("activations_rpc_in_flight 0"), "{text}");
         assert!(
             text.contains(
-                r#"activations_rpc_response_bytes_total{service="pkg.Svc",rpc="Method"} 5"#
+                r#"activations_rpc_response_bytes_total{service="neuron_explainer.activations.v1.ActivationService",rpc="ListLayers"} 5"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"activations_rpc_duration_seconds_count{service="pkg.Svc",rpc="Method"} 1"#
+                r#"activations_rpc_duration_seconds_count{service="neuron_explainer.activations.v1.ActivationService",rpc="ListLayers"} 1"#
             ),
             "{text}"
         );
@@ -707,6 +700,7 @@ mod tests {
             "neuron_explainer.activations.v1.ActivationService"
         );
         assert_eq!(labels.rpc, "ListLayers");
-        assert_eq!(rpc_of("/odd").rpc, "/odd");
+        assert_eq!(rpc_of("/odd").rpc, "unknown");
+        assert_eq!(rpc_of("/made.up.Service/AnyMethod123").rpc, "unknown");
     }
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod oracle;
 mod python_client;
 mod sdk;
+mod secrets;
 mod security;
 mod service;
 mod shutdown;

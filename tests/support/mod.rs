@@ -7,6 +7,7 @@ pub mod azurite;
 pub mod certs;
 pub mod conformance;
 pub mod fixtures;
+pub mod grpc_raw;
 pub mod http;
 pub mod process;
 pub mod s3;
