@@ -263,7 +263,8 @@ async fn select(
             .collect());
     }
     let mut selection = Vec::new();
-    for layer in client.sorted_layers().await? {
+    let served = client.sorted_layers().await?;
+    for &layer in &served {
         if layers.contains(&layer) {
             let neurons: Vec<u32> = client
                 .neuron_indices_paged(layer, LIST_PAGE_SIZE)
@@ -272,7 +273,28 @@ async fn select(
             selection.extend(neurons.into_iter().map(|neuron| (layer, neuron)));
         }
     }
+    if selection.is_empty() {
+        return Err(RunError::NothingSelected {
+            layers: format!("{}..{}", layers.start, layers.end),
+            served: summarize_layers(&served),
+        });
+    }
     Ok(selection)
+}
+
+/// `0..48` for consecutive layers, else the list, cut after 20.
+fn summarize_layers(layers: &[u32]) -> String {
+    match (layers.first(), layers.last()) {
+        (None, _) | (_, None) => "none".to_string(),
+        (Some(&first), Some(&last)) if (last - first) as usize + 1 == layers.len() => {
+            format!("{first}..{}", u64::from(last) + 1)
+        }
+        _ => {
+            let shown: Vec<String> = layers.iter().take(20).map(u32::to_string).collect();
+            let more = if layers.len() > 20 { ", ..." } else { "" };
+            format!("{}{more}", shown.join(", "))
+        }
+    }
 }
 
 /// Fetches `todo` with up to `concurrency` requests in flight and writes each record, in order.

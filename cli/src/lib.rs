@@ -261,6 +261,17 @@ pub enum RunError {
     },
     /// `activations export` wrote every neuron it could, but the server could not serve some
     /// (each one was reported on stderr).
+    /// `activations export` selected no neuron: nothing to export is a mistake, not a success.
+    #[error(
+        "the selection matches no neuron: --layers {layers}, and the dataset's layers are \
+         {served}; choose --layers among them (`activations layers` lists them)"
+    )]
+    NothingSelected {
+        /// The `--layers` asked for.
+        layers: String,
+        /// The layers the dataset has, summarized.
+        served: String,
+    },
     #[error("{failed} of {selected} neurons could not be exported (each is reported above)")]
     ExportIncomplete {
         /// Neurons that failed.

@@ -191,14 +191,19 @@ impl Shape {
     }
 }
 
+/// `2 layers of 50 neurons (100 in all)` when every layer has `0..n`, else `2 layers, 100
+/// neurons in all`.
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} layers, {} neurons",
-            self.layers.len(),
-            self.neuron_count()
-        )
+        let layers = self.layers.len();
+        let total = self.neuron_count();
+        let mut counts = self.layers.values();
+        match counts.next() {
+            Some(first @ Neurons::Count(count)) if counts.all(|other| other == first) => {
+                write!(f, "{layers} layers of {count} neurons ({total} in all)")
+            }
+            _ => write!(f, "{layers} layers, {total} neurons in all"),
+        }
     }
 }
 

@@ -164,13 +164,17 @@ pub struct NotEnoughRecords {
     pub needed: usize,
     /// How many records the source holds.
     pub available: usize,
+    /// The largest `n_examples_per_split` this neuron's split allows, both of its sources
+    /// considered.
+    pub largest: usize,
 }
 
 impl fmt::Display for NotEnoughRecords {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the {} split with n_examples_per_split={} needs {} {} records ({} x {}) but {} holds {}",
+            "the {} split with n_examples_per_split={} needs {} {} records ({} x {}) but {} \
+             holds {}; this neuron's {} split allows n_examples_per_split up to {}",
             self.split,
             self.n,
             self.needed,
@@ -178,7 +182,9 @@ impl fmt::Display for NotEnoughRecords {
             self.n,
             self.source.splits().len(),
             self.source.field_name(),
-            self.available
+            self.available,
+            self.split,
+            self.largest
         )
     }
 }
@@ -202,15 +208,22 @@ impl SplitPlan {
         top_len: usize,
         random_len: usize,
     ) -> Result<Self, NotEnoughRecords> {
-        let top = source_slice(Source::TopActivating, split, n_examples_per_split, top_len)?;
+        let largest = |mut error: NotEnoughRecords| {
+            let top = top_len / Source::TopActivating.splits().len();
+            error.largest = match split {
+                Split::Train => top,
+                _ => top.min(random_len / Source::Random.splits().len()),
+            };
+            error
+        };
+        let top = source_slice(Source::TopActivating, split, n_examples_per_split, top_len)
+            .map_err(largest)?;
         let random = match split {
             Split::Train => None,
-            _ => Some(source_slice(
-                Source::Random,
-                split,
-                n_examples_per_split,
-                random_len,
-            )?),
+            _ => Some(
+                source_slice(Source::Random, split, n_examples_per_split, random_len)
+                    .map_err(largest)?,
+            ),
         };
         Ok(SplitPlan { top, random })
     }
@@ -289,6 +302,8 @@ fn source_slice(
             n,
             needed,
             available,
+            // Set by `SplitPlan::new`, which knows both sources.
+            largest: available / stride,
         });
     }
     let position = splits
@@ -423,9 +438,28 @@ mod tests {
                 } else {
                     (Source::Random, 3, random_len)
                 };
-                prop_assert_eq!(err.clone(), NotEnoughRecords { split, source, n: n_us, needed: k * n_us, available });
+                prop_assert_eq!(err.clone(), NotEnoughRecords { split, source, n: n_us, needed: k * n_us, available, largest: n_us - 1 });
                 let message = err.to_string();
                 prop_assert!(message.contains(split.name()) && message.contains(&available.to_string()), "{}", message);
+                prop_assert!(message.contains(&format!("up to {}", n_us - 1)), "{}", message);
+            }
+        }
+    }
+
+    proptest! {
+        /// The largest n an error names is the largest that plans, whatever the lengths.
+        #[test]
+        fn the_largest_n_named_is_the_largest_that_plans(
+            split in any_split(),
+            n in 0u32..40,
+            top_len in 0usize..100,
+            random_len in 0usize..100,
+        ) {
+            if let Err(error) = SplitPlan::new(split, Some(n), top_len, random_len) {
+                let largest = u32::try_from(error.largest).unwrap();
+                prop_assert!(largest < n);
+                prop_assert!(SplitPlan::new(split, Some(largest), top_len, random_len).is_ok());
+                prop_assert!(SplitPlan::new(split, Some(largest + 1), top_len, random_len).is_err());
             }
         }
     }

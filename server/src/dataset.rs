@@ -102,6 +102,15 @@ pub enum ConfigError {
     },
     #[error("dataset {name:?}: {reason}")]
     Manifest { name: String, reason: String },
+    #[error(
+        "dataset {name:?}: no neuron file was found below {uri} (looked for {looked_for}){hint}"
+    )]
+    NoNeurons {
+        name: String,
+        uri: String,
+        looked_for: String,
+        hint: String,
+    },
     #[error("listing {uri} failed: {source}")]
     Listing {
         uri: String,
@@ -231,12 +240,20 @@ impl Dataset {
             LayoutChoice::Fixed(layout) => Some(layout),
             LayoutChoice::Auto => None,
         };
-        let layout = match location.layout.or(fixed).or(manifest_layout) {
+        let chosen = location.layout.or(fixed).or(manifest_layout);
+        let layout = match chosen {
             Some(layout) => layout,
             None => {
                 detect_layout(&spec.name, &location, store.as_ref(), &root, shape.as_ref()).await?
             }
         };
+        if location.backend.can_list() {
+            let looked_for = match chosen {
+                Some(layout) => vec![layout],
+                None => vec![Layout::Flat, Layout::Neurons],
+            };
+            check_not_empty(&spec.name, &shown, layout, &looked_for, &store, &root).await?;
+        }
         let mut object = ObjectNeuronStore::new(store, root, layout)
             .with_location(&shown)
             .with_max_file_bytes(options.max_neuron_file_bytes);
@@ -253,7 +270,10 @@ impl Dataset {
             backend = %location.backend,
             prefix = %location.prefix,
             %layout,
-            shape = %shape.as_ref().map_or_else(|| "listed from the store".to_string(), Shape::to_string),
+            listing = %shape.as_ref().map_or_else(
+                || "from the store".to_string(),
+                |shape| format!("from the store, else the declared shape ({shape})"),
+            ),
             "dataset opened"
         );
         let neurons = store_stack(
@@ -376,12 +396,97 @@ async fn detect_layout(
             }
         }
     }
-    tracing::warn!(
-        dataset = %name,
-        "found no layer directories and no neuron of a declared shape below the root; \
-         assuming the flat layout"
-    );
+    if !location.backend.can_list() {
+        tracing::warn!(
+            dataset = %name,
+            "found no neuron of the declared shape below the root; assuming the flat layout"
+        );
+    }
+    // A store that can be listed is then refused as empty, by `check_not_empty`.
     Ok(Layout::Flat)
+}
+
+/// Refuses a dataset whose store can be listed and holds no neuron file in `layout`: most
+/// often a root one directory too high or too low. The refusal names the root, the layouts
+/// `looked_for`, and the directories below the root that do hold neuron files, if any.
+async fn check_not_empty(
+    name: &str,
+    shown: &str,
+    layout: Layout,
+    looked_for: &[Layout],
+    store: &Arc<dyn ObjectStore>,
+    root: &Path,
+) -> Result<(), ConfigError> {
+    let files = ObjectNeuronStore::new(store.clone(), root.clone(), layout);
+    let store = store.as_ref();
+    let layers = match files.layers().await {
+        Ok(layers) => layers,
+        // Whether it is empty cannot be told; its calls will say what is wrong.
+        Err(_) => return Ok(()),
+    };
+    if let Some(&first) = layers.first()
+        && files.neurons(first).await.is_ok_and(|n| !n.is_empty())
+    {
+        return Ok(());
+    }
+    let base = shown
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let below_root = list_directories(store, root).await;
+    let mut holding = Vec::new();
+    for directory in below_root.iter().take(20) {
+        let path = below(root, directory);
+        if let Ok(Some(found)) = ObjectNeuronStore::detect_layout(store, &path).await {
+            holding.push(format!("{base}/{directory} (the {found} layout)"));
+        }
+    }
+    let hint = if let Ok(Some(other)) = ObjectNeuronStore::detect_layout(store, root).await
+        && other != layout
+    {
+        format!(
+            "; the root holds the {other} layout, but this dataset's layout is set to {layout} \
+             (by ?layout= or --layout)"
+        )
+    } else if !holding.is_empty() {
+        format!(
+            "; neuron files are below {}: point the dataset there, e.g. --dataset {name}={}",
+            holding.join(", "),
+            holding[0].split(' ').next().unwrap_or_default()
+        )
+    } else if below_root.is_empty() {
+        "; it holds no directory at all".to_string()
+    } else {
+        let shown: Vec<&str> = below_root.iter().take(10).map(String::as_str).collect();
+        format!("; the directories below it are: {}", shown.join(", "))
+    };
+    Err(ConfigError::NoNeurons {
+        name: name.to_string(),
+        uri: base.to_string(),
+        looked_for: looked_for
+            .iter()
+            .map(|layout| match layout.layers_dir() {
+                "" => format!("{base}/LAYER/NEURON.json"),
+                dir => format!("{base}/{dir}/LAYER/NEURON.json"),
+            })
+            .collect::<Vec<_>>()
+            .join(" and "),
+        hint,
+    })
+}
+
+/// The names of the directories right below `root` (none if it cannot be listed).
+async fn list_directories(store: &dyn ObjectStore, root: &Path) -> Vec<String> {
+    let prefix = (!root.as_ref().is_empty()).then_some(root);
+    match store.list_with_delimiter(prefix).await {
+        Ok(listing) => listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Every dataset of a server; the first is the default.
@@ -538,6 +643,7 @@ mod tests {
     async fn local_directories_open_by_path_and_file_url_with_detected_layout() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("neurons/3")).unwrap();
+        std::fs::write(dir.path().join("neurons/3/0.json"), b"{}").unwrap();
         let path = dir.path().to_str().unwrap();
         let by_path = Dataset::open(&spec("a", path), &OpenOptions::default())
             .await
@@ -550,10 +656,43 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(by_url.store.layers().await.unwrap(), vec![3]);
+        // A layout forced on files of the other is refused, saying so.
         let forced = Dataset::open(&spec("c", path), &fixed(Layout::Flat))
             .await
-            .unwrap();
-        assert_eq!(forced.layout, Layout::Flat);
+            .unwrap_err()
+            .to_string();
+        assert!(forced.contains("layout is set to flat"), "{forced}");
+    }
+
+    #[tokio::test]
+    async fn a_listable_dataset_without_neuron_files_is_refused_naming_where_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("collated-activations/5");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(nested.join("1.json"), b"{}").unwrap();
+        let root = dir.path().to_str().unwrap();
+        let refused = Dataset::open(&spec("xl", root), &OpenOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        for said in [
+            format!("no neuron file was found below {root}"),
+            format!("{root}/LAYER/NEURON.json and {root}/neurons/LAYER/NEURON.json"),
+            format!("--dataset xl={root}/collated-activations"),
+        ] {
+            assert!(refused.contains(&said), "{said} missing: {refused}");
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let refused = Dataset::open(
+            &spec("e", empty.path().to_str().unwrap()),
+            &OpenOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("no directory at all"),
+            "{refused}"
+        );
     }
 
     #[tokio::test]

@@ -280,6 +280,10 @@ impl ServiceError {
                     ("n_examples_per_split".to_string(), detail.n.to_string()),
                     ("needed".to_string(), detail.needed.to_string()),
                     ("available".to_string(), detail.available.to_string()),
+                    (
+                        "max_n_examples_per_split".to_string(),
+                        detail.largest.to_string(),
+                    ),
                 ]);
             }
             ServiceError::Unauthenticated(_) => {}
@@ -515,11 +519,20 @@ mod tests {
                 n: 20,
                 needed: 60,
                 available: 50,
+                largest: 12,
             },
         };
         let status = Status::from(error);
         assert_eq!(status.code(), Code::FailedPrecondition);
-        for fact in ["\"xl\"", "layer 4 neuron 9", "valid", "=20", "60", "50"] {
+        for fact in [
+            "\"xl\"",
+            "layer 4 neuron 9",
+            "valid",
+            "=20",
+            "60",
+            "50",
+            "up to 12",
+        ] {
             assert!(
                 status.message().contains(fact),
                 "{fact} missing: {}",

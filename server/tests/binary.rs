@@ -26,6 +26,7 @@ fn ready_address(child: &mut Child) -> SocketAddr {
 async fn binary_reads_settings_from_the_environment_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("neurons/5")).unwrap();
+    std::fs::write(dir.path().join("neurons/5/0.json"), b"{}").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_activations-server"))
         .env("ACTIVATIONS_LISTEN", "127.0.0.1:0")
         .env(

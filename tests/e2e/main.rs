@@ -13,6 +13,7 @@ mod hostile;
 mod http_servers;
 mod limits;
 mod metrics;
+mod newcomer;
 mod oracle;
 mod python_client;
 mod sdk;

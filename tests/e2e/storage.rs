@@ -104,7 +104,7 @@ async fn a_plain_web_server_conforms_with_a_declared_shape_or_a_manifest() {
     )
     .await;
     assert!(
-        said.contains("2 layers, 6 neurons, neurons layout"),
+        said.contains("2 layers of 3 neurons (6 in all), neurons layout"),
         "{said}"
     );
     check(
@@ -215,7 +215,10 @@ async fn a_manifest_built_by_listing_azurite_lets_anonymous_readers_list() {
     let manifest_dir = tempfile::tempdir().unwrap();
     let manifest = manifest_dir.path().join(MANIFEST_FILE);
     let said = write_manifest(&listed, &manifest).await;
-    assert!(said.contains("2 layers, 6 neurons, flat layout"), "{said}");
+    assert!(
+        said.contains("2 layers of 3 neurons (6 in all), flat layout"),
+        "{said}"
+    );
     // The manifest of the listed store equals the one of the same files on disk.
     let local = manifest_dir.path().join("local.json");
     write_manifest(fixture.flat.path().to_str().unwrap(), &local).await;

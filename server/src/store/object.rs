@@ -26,6 +26,10 @@ pub struct ObjectNeuronStore {
     layout: Layout,
     /// Names the store in errors (the dataset's URI).
     location: String,
+    /// Where the dataset's files are, as errors name them: a file's path in an error is given
+    /// below it (`/data/xl/1/1.json`, not `1/1.json`), so a wrong root shows. `None`: paths
+    /// inside the store.
+    shown_root: Option<String>,
     /// Why listing is impossible, for stores that cannot list (plain web servers).
     no_listing: Option<String>,
     /// Bound on one read, retries included.
@@ -44,6 +48,7 @@ impl ObjectNeuronStore {
             root,
             layout,
             location,
+            shown_root: None,
             no_listing: None,
             read_deadline: None,
             local: false,
@@ -65,10 +70,28 @@ impl ObjectNeuronStore {
         self
     }
 
-    /// Names the store as `location` (e.g. the dataset URI) in errors.
+    /// Names the store as `location` (the dataset's URI, as it may be shown) in errors, and
+    /// gives the paths of files in errors below it.
     pub fn with_location(mut self, location: impl Into<String>) -> Self {
         self.location = location.into();
+        let base = self.location.split('?').next().unwrap_or_default();
+        self.shown_root = Some(base.trim_end_matches('/').to_string());
         self
+    }
+
+    /// `error` with its path below the dataset's location, when there is one.
+    fn locate(&self, error: StoreError) -> StoreError {
+        let Some(shown_root) = &self.shown_root else {
+            return error;
+        };
+        let root = self.root.as_ref();
+        error.map_path(|path| {
+            let relative = match path.strip_prefix(root) {
+                Some(rest) if !root.is_empty() => rest.trim_start_matches('/'),
+                _ => path.as_str(),
+            };
+            format!("{shown_root}/{relative}")
+        })
     }
 
     /// Marks the store as unable to list: `layers` and `neurons` then fail with
@@ -161,9 +184,8 @@ impl ObjectNeuronStore {
     }
 }
 
-#[async_trait]
-impl NeuronStore for ObjectNeuronStore {
-    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
+impl ObjectNeuronStore {
+    async fn read(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         let path = below(&self.root, &self.layout.neuron_file(key));
         let parsed = if self.local {
             let read = readers::read_local(self.store.clone(), path.clone(), self.max_file_bytes);
@@ -200,7 +222,7 @@ impl NeuronStore for ObjectNeuronStore {
         }
     }
 
-    async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
+    async fn exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
         let path = below(&self.root, &self.layout.neuron_file(key));
         match self.bounded(&path, self.store.head(&path)).await {
             Ok(_) => Ok(true),
@@ -209,7 +231,7 @@ impl NeuronStore for ObjectNeuronStore {
         }
     }
 
-    async fn layers(&self) -> Result<Vec<u32>, StoreError> {
+    async fn list_layers(&self) -> Result<Vec<u32>, StoreError> {
         let listing = self
             .list(&below(&self.root, self.layout.layers_dir()))
             .await?;
@@ -223,7 +245,7 @@ impl NeuronStore for ObjectNeuronStore {
         Ok(layers)
     }
 
-    async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
+    async fn list_neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
         let dir = below(&self.root, &self.layout.layer_dir(layer));
         let listing = self.list(&dir).await?;
         if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
@@ -240,6 +262,26 @@ impl NeuronStore for ObjectNeuronStore {
         neurons.sort_unstable();
         neurons.dedup();
         Ok(neurons)
+    }
+}
+
+/// The store's answers, with the paths in its errors below the dataset's location.
+#[async_trait]
+impl NeuronStore for ObjectNeuronStore {
+    async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
+        self.read(key).await.map_err(|e| self.locate(e))
+    }
+
+    async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
+        self.exists(key).await.map_err(|e| self.locate(e))
+    }
+
+    async fn layers(&self) -> Result<Vec<u32>, StoreError> {
+        self.list_layers().await.map_err(|e| self.locate(e))
+    }
+
+    async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
+        self.list_neurons(layer).await.map_err(|e| self.locate(e))
     }
 }
 

@@ -1,6 +1,9 @@
-//! [`ShapedStore`]: answers listings from a declared [`Shape`] instead of the store.
+//! [`ShapedStore`]: answers listings from a declared [`Shape`] when the store cannot list.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use activations_proto::wire;
 use async_trait::async_trait;
@@ -8,26 +11,70 @@ use async_trait::async_trait;
 use super::{NeuronStore, StoreError};
 use activations_format::{neuron::NeuronKey, shape::Shape};
 
-/// Reads neurons from `inner`, but lists layers and neurons from a declared shape, so stores
-/// that cannot be listed (anonymous blob containers, web servers) still answer `ListLayers`
-/// and `ListNeurons`. The shape is trusted: a neuron it declares may still be missing, and
-/// reading it is then `NotFound` as usual.
+/// Reads neurons from `inner`, and lists them from it too while it can list; once it says it
+/// cannot (a web server, an anonymous blob container, a refused listing), lists layers and
+/// neurons from a declared shape (`?layers=&neurons=` or `manifest.json`). So a store that can
+/// list is never contradicted by a stale manifest: listing, existence and reads agree. The
+/// shape is trusted where it is used: a neuron it declares may still be missing, and reading
+/// it is then `NotFound` as usual.
 #[derive(Debug)]
 pub struct ShapedStore {
     inner: Arc<dyn NeuronStore>,
     shape: Shape,
+    /// Set once `inner` has said it cannot list: it is not asked again.
+    unlistable: AtomicBool,
 }
 
 impl ShapedStore {
     pub fn new(inner: Arc<dyn NeuronStore>, shape: Shape) -> Self {
-        ShapedStore { inner, shape }
+        ShapedStore {
+            inner,
+            shape,
+            unlistable: AtomicBool::new(false),
+        }
+    }
+
+    /// `inner`'s listing, or `None` if it cannot list (and then never asks it again).
+    async fn listed<T>(
+        &self,
+        listing: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<Option<T>, StoreError> {
+        if self.unlistable.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match listing.await {
+            Ok(listed) => Ok(Some(listed)),
+            Err(StoreError::ListingUnavailable { .. } | StoreError::Denied { .. }) => {
+                self.unlistable.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn in_shape(&self, key: NeuronKey) -> bool {
+        self.shape
+            .neurons(key.layer)
+            .is_some_and(|neurons| neurons.binary_search(&key.neuron).is_ok())
     }
 }
 
 #[async_trait]
 impl NeuronStore for ShapedStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
-        self.inner.neuron(key).await
+        match self.inner.neuron(key).await {
+            // A missing file the shape does not declare: say so, the shape being the likely
+            // mistake.
+            Err(StoreError::NotFound { path }) if !self.in_shape(key) => {
+                Err(StoreError::NotFound {
+                    path: format!(
+                        "{path} (not in the dataset's declared shape: {})",
+                        self.shape
+                    ),
+                })
+            }
+            read => read,
+        }
     }
 
     async fn neuron_exists(&self, key: NeuronKey) -> Result<bool, StoreError> {
@@ -35,10 +82,16 @@ impl NeuronStore for ShapedStore {
     }
 
     async fn layers(&self) -> Result<Vec<u32>, StoreError> {
-        Ok(self.shape.layers())
+        match self.listed(self.inner.layers()).await? {
+            Some(listed) => Ok(listed),
+            None => Ok(self.shape.layers()),
+        }
     }
 
     async fn neurons(&self, layer: u32) -> Result<Vec<u32>, StoreError> {
+        if let Some(listed) = self.listed(self.inner.neurons(layer)).await? {
+            return Ok(listed);
+        }
         self.shape
             .neurons(layer)
             .ok_or_else(|| StoreError::NotFound {
@@ -75,6 +128,35 @@ mod tests {
             "{missing_layer}"
         );
         let missing_file = shaped.neuron(NeuronKey::new(0, 0)).await.unwrap_err();
-        assert!(matches!(missing_file, StoreError::NotFound { path } if path == "0/0.json"));
+        assert!(
+            matches!(&missing_file, StoreError::NotFound { path } if path == "http://example.org/data/0/0.json"),
+            "{missing_file}"
+        );
+        let outside = shaped.neuron(NeuronKey::new(1, 7)).await.unwrap_err();
+        assert!(
+            outside
+                .to_string()
+                .contains("not in the dataset's declared shape: 2 layers of 3"),
+            "{outside}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_can_list_is_listed_whatever_the_shape() {
+        let store = Arc::new(InMemory::new());
+        for file in ["0/0.json", "0/1.json", "0/2.json"] {
+            object_store::ObjectStoreExt::put(
+                store.as_ref(),
+                &Path::from(file),
+                object_store::PutPayload::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+        }
+        let listable = ObjectNeuronStore::new(store, Path::default(), Layout::Flat);
+        // A stale manifest that knows only two of the three files.
+        let shaped = ShapedStore::new(Arc::new(listable), Shape::uniform(1, 2).unwrap());
+        assert_eq!(shaped.neurons(0).await.unwrap(), vec![0, 1, 2]);
+        assert_eq!(shaped.layers().await.unwrap(), vec![0]);
     }
 }
