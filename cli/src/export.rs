@@ -12,9 +12,9 @@
 //!   counted, and the export goes on; any other error (the server or the connection failing)
 //!   stops it, keeping what has been written.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ const JSONL_FILE: &str = "neurons.jsonl";
 const JSONL_PARTIAL: &str = "neurons.jsonl.partial";
 /// The neurons left out of the JSONL file, one `L/N: error` line each; absent when none is.
 const JSONL_FAILED: &str = "neurons.jsonl.failed";
+/// Where a rerun writes the neurons it retried, before merging them into [`JSONL_FILE`].
+const JSONL_RETRIED: &str = "neurons.jsonl.retried";
 /// How often progress lines are written when stderr is not a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Neuron indices per `ListNeurons` request: the server's largest page.
@@ -60,6 +62,21 @@ pub(super) struct Options {
     pub concurrency: usize,
 }
 
+/// `--out`: a directory, existing or not; an existing file is refused before anything is
+/// fetched.
+pub(super) fn parse_out_dir(text: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(text);
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "{} is a file: an export writes a directory (created if needed); name a directory, \
+             such as {}",
+            dir.display(),
+            dir.with_extension("export").display()
+        ));
+    }
+    Ok(dir)
+}
+
 /// Parses an index range as `--layers` and `--neurons` take it: `A..B` (end-exclusive, as in
 /// Rust), `A..=B`, or one index `A` meaning `A..A+1`. Empty ranges are rejected.
 pub(super) fn parse_range(text: &str) -> Result<Range<u32>, String> {
@@ -80,6 +97,21 @@ pub(super) fn parse_range(text: &str) -> Result<Range<u32>, String> {
         end.checked_add(1)
             .ok_or_else(|| format!("{end} is too large (at most {})", u32::MAX - 1))
     };
+    // `0-2`, as a range is often written elsewhere: say how to write it here.
+    if let Some((first, last)) = text.split_once('-')
+        && !first.is_empty()
+        && first
+            .bytes()
+            .chain(last.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "{text} is not a range here: write {first}..={last} (both included) or {first}..{} \
+             (the end excluded)",
+            last.parse::<u64>()
+                .map_or_else(|_| "END".to_string(), |l| (l + 1).to_string())
+        ));
+    }
     let (start, end) = if let Some((start, end)) = text.split_once("..=") {
         (index(start, "start")?, one_past(index(end, "end")?)?)
     } else if let Some((start, end)) = text.split_once("..") {
@@ -106,23 +138,24 @@ pub(super) async fn run(
 ) -> Result<(), RunError> {
     let started = Instant::now();
     let dir = &options.dir;
+
     let done_jsonl = dir.join(JSONL_FILE);
     if options.jsonl && done_jsonl.exists() {
         let failed = dir.join(JSONL_FAILED);
-        let left_out = match fs::read_to_string(&failed) {
-            Ok(list) => format!(
-                "; {} neurons left out are listed in {}",
-                list.lines().count(),
-                failed.display()
-            ),
-            Err(_) => String::new(),
+        let failures = match fs::read_to_string(&failed) {
+            Ok(list) => list,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(at(&failed, error)),
         };
-        writeln!(
-            out,
-            "nothing to do: {} is complete (delete it to export again){left_out}",
-            done_jsonl.display()
-        )?;
-        return Ok(());
+        if failures.trim().is_empty() {
+            writeln!(
+                out,
+                "nothing to do: {} is complete (delete it to export again)",
+                done_jsonl.display()
+            )?;
+            return Ok(());
+        }
+        return retry_jsonl(client, &options, out, diagnostics, &failures, started).await;
     }
 
     let selection = select(client, &options).await?;
@@ -177,6 +210,151 @@ pub(super) async fn run(
     Ok(())
 }
 
+/// Reruns a complete JSONL export whose failure list names neurons: fetches them again, merges
+/// those served into the JSONL file at their places in the selection (so the file is what one
+/// clean run would have written), and lists those that fail again.
+async fn retry_jsonl(
+    client: &ActivationsClient,
+    options: &Options,
+    out: &mut impl Write,
+    diagnostics: Diagnostics<'_>,
+    failures: &str,
+    started: Instant,
+) -> Result<(), RunError> {
+    let dir = &options.dir;
+    let failed = dir.join(JSONL_FAILED);
+    let listed: HashSet<(u32, u32)> = failures.lines().filter_map(failure_neuron).collect();
+    let selection = select(client, options).await?;
+    let retry: Vec<(u32, u32)> = selection
+        .iter()
+        .copied()
+        .filter(|id| listed.contains(id))
+        .collect();
+    // The failures of neurons outside this selection stay listed; the others are retried.
+    let kept: Vec<&str> = failures
+        .lines()
+        .filter(|line| failure_neuron(line).is_some_and(|id| !retry.contains(&id)))
+        .collect();
+    let mut text = kept.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    fs::write(&failed, text).map_err(|e| at(&failed, e))?;
+    let retried = dir.join(JSONL_RETRIED);
+    let file = File::create(&retried).map_err(|e| at(&retried, e))?;
+    let mut target = Target::Jsonl {
+        file,
+        partial: retried,
+        done: dir.join(JSONL_FILE),
+        failed,
+        merge_into_order: Some(
+            selection
+                .iter()
+                .enumerate()
+                .map(|(position, &id)| (id, position))
+                .collect(),
+        ),
+    };
+    let counts = Counts {
+        selected: retry.len() as u64,
+        ..Counts::default()
+    };
+    let mut progress = Progress::start(diagnostics, counts, &[]);
+    let outcome = export(
+        client,
+        &retry,
+        options.concurrency,
+        &mut target,
+        &mut progress,
+    )
+    .await;
+    progress.finish(outcome.is_ok());
+    outcome?;
+    target.finish()?;
+    let failed = dir.join(JSONL_FAILED);
+    if fs::metadata(&failed).is_ok_and(|list| list.len() == 0) {
+        fs::remove_file(&failed).map_err(|e| at(&failed, e))?;
+    }
+    let counts = progress.counts;
+    writeln!(
+        out,
+        "retried {} {} listed in {JSONL_FAILED}: {} exported into {JSONL_FILE}, {} failed \
+         again, in {:.1}s",
+        retry.len(),
+        if retry.len() == 1 {
+            "neuron"
+        } else {
+            "neurons"
+        },
+        counts.exported,
+        counts.failed,
+        started.elapsed().as_secs_f64()
+    )?;
+    if counts.failed > 0 {
+        return Err(RunError::ExportIncomplete {
+            failed: counts.failed,
+            selected: retry.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Merges the lines of `retried` into `done`, each at its neuron's place in `order` (both files
+/// are in that order already), through a new file renamed over `done`.
+fn merge_jsonl(
+    done: &Path,
+    retried: &Path,
+    order: &HashMap<(u32, u32), usize>,
+) -> Result<(), RunError> {
+    let place = |line: &[u8]| {
+        parse_line_neuron_id(&line[..line.len().min(ID_PREFIX_BYTES)])
+            .and_then(|id| order.get(&id).copied())
+    };
+    let read_lines = |path: &Path| -> Result<Vec<Vec<u8>>, RunError> {
+        let mut reader = io::BufReader::new(File::open(path).map_err(|e| at(path, e))?);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| at(path, e))?;
+            if read == 0 {
+                return Ok(lines);
+            }
+            lines.push(line);
+        }
+    };
+    // The retried neurons are few: held in memory; the done file is streamed.
+    let mut pending = read_lines(retried)?.into_iter().peekable();
+    let merged = done.with_extension("jsonl.merging");
+    let mut writer = io::BufWriter::new(File::create(&merged).map_err(|e| at(&merged, e))?);
+    let mut reader = io::BufReader::new(File::open(done).map_err(|e| at(done, e))?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| at(done, e))?
+            == 0
+        {
+            break;
+        }
+        if let Some(here) = place(&line) {
+            while let Some(next) = pending.next_if(|next| place(next).is_some_and(|at| at < here)) {
+                writer.write_all(&next).map_err(|e| at(&merged, e))?;
+            }
+        }
+        writer.write_all(&line).map_err(|e| at(&merged, e))?;
+    }
+    for next in pending {
+        writer.write_all(&next).map_err(|e| at(&merged, e))?;
+    }
+    writer.flush().map_err(|e| at(&merged, e))?;
+    drop(writer);
+    fs::rename(&merged, done).map_err(|e| at(done, e))?;
+    fs::remove_file(retried).map_err(|e| at(retried, e))
+}
+
 /// Opens the JSONL target, resuming a partial file: returns it, the position in `selection`
 /// to continue from, and the failures recorded for the neurons before that position (the
 /// lines of [`JSONL_FAILED`] that are kept).
@@ -210,6 +388,7 @@ fn prepare_jsonl(
         partial,
         done,
         failed,
+        merge_into_order: None,
     };
     Ok((target, resume_at, failed_before))
 }
@@ -377,12 +556,14 @@ enum Target {
     /// One file per neuron below this directory.
     Files(PathBuf),
     /// One line per neuron, appended to `file` (at `partial`), renamed to `done` at the end;
-    /// the neurons left out are listed in `failed`.
+    /// the neurons left out are listed in `failed`. A rerun that retries failed neurons merges
+    /// `partial` into `done` instead, each line at its neuron's place in `merge_into_order`.
     Jsonl {
         file: File,
         partial: PathBuf,
         done: PathBuf,
         failed: PathBuf,
+        merge_into_order: Option<HashMap<(u32, u32), usize>>,
     },
 }
 
@@ -459,10 +640,14 @@ impl Target {
                 file,
                 partial,
                 done,
+                merge_into_order,
                 ..
             } => {
                 drop(file);
-                fs::rename(&partial, &done).map_err(|e| at(&done, e))
+                match merge_into_order {
+                    Some(order) => merge_jsonl(&done, &partial, &order),
+                    None => fs::rename(&partial, &done).map_err(|e| at(&done, e)),
+                }
             }
         }
     }
@@ -687,9 +872,7 @@ impl<'a> Progress<'a> {
     /// Starts with `counts` (what earlier runs did), reporting the `failed_before` neurons.
     fn start(diagnostics: Diagnostics<'a>, counts: Counts, failed_before: &[String]) -> Self {
         let view = match diagnostics {
-            Diagnostics::Stderr if io::stderr().is_terminal() => {
-                View::Bar(progress_bar(counts.selected, counts.done()))
-            }
+            Diagnostics::Stderr if io::stderr().is_terminal() => View::Bar(progress_bar(&counts)),
             Diagnostics::Stderr => View::Lines(Box::new(io::stderr())),
             Diagnostics::Writer(writer) => View::Lines(Box::new(writer)),
         };
@@ -710,6 +893,7 @@ impl<'a> Progress<'a> {
         if let View::Bar(bar) = &self.view {
             bar.inc(1);
         }
+        self.update_bar();
     }
 
     fn failed(&mut self, layer: u32, neuron: u32, error: &dyn std::fmt::Display) {
@@ -736,25 +920,29 @@ impl<'a> Progress<'a> {
         }
     }
 
+    /// Ends the display. The bar is replaced by its last frame as a plain line, ending in a
+    /// newline, so that what follows (the summary, an error) starts a line of its own: a
+    /// finished bar leaves the cursor at the end of its padded line. Without a terminal, the
+    /// summary that follows says it all; an export that stopped gets its last progress line.
     fn finish(&mut self, complete: bool) {
-        match &self.view {
-            View::Bar(bar) if complete => bar.finish(),
-            View::Bar(bar) => bar.abandon(),
-            View::Lines(_) => self.write_line(),
+        let line = progress_line(&self.counts, self.started.elapsed());
+        match &mut self.view {
+            View::Bar(bar) => {
+                bar.finish_and_clear();
+                drop(writeln!(io::stderr(), "{line}"));
+            }
+            View::Lines(out) if !complete => drop(writeln!(out, "{line}")),
+            View::Lines(_) => {}
         }
     }
 
     fn update_bar(&self) {
         if let View::Bar(bar) = &self.view {
-            bar.set_message(format!(
-                "{} failed, {} skipped",
-                self.counts.failed_in_all(),
-                self.counts.skipped
-            ));
+            bar.set_message(bar_message(&self.counts));
         }
     }
 
-    /// `exported 1200/307200 neurons (35.2/s, 2 failed, 0 skipped), ETA 2h25m`
+    /// See [`progress_line`].
     fn write_line(&mut self) {
         let line = progress_line(&self.counts, self.started.elapsed());
         if let View::Lines(out) = &mut self.view {
@@ -763,16 +951,29 @@ impl<'a> Progress<'a> {
     }
 }
 
-fn progress_bar(selected: u64, done: u64) -> ProgressBar {
+/// The bar's counts: `98 exported, 2 failed, 0 skipped`, so that its frames and the summary
+/// agree on what was exported.
+fn bar_message(counts: &Counts) -> String {
+    format!(
+        "{} exported, {} failed, {} skipped",
+        counts.exported,
+        counts.failed_in_all(),
+        counts.skipped
+    )
+}
+
+fn progress_bar(counts: &Counts) -> ProgressBar {
     let style = ProgressStyle::with_template(
-        "{wide_bar} {human_pos}/{human_len} neurons ({per_sec:1}, {msg}), ETA {eta}",
+        "{wide_bar} {human_pos}/{human_len} neurons ({msg}; {per_sec:1}), ETA {eta}",
     )
     .expect("a valid progress template");
-    let bar = ProgressBar::with_draw_target(Some(selected), ProgressDrawTarget::stderr())
-        .with_style(style);
+    let bar = ProgressBar::with_draw_target(Some(counts.selected), ProgressDrawTarget::stderr())
+        .with_style(style)
+        // The counts are in the first frame already.
+        .with_message(bar_message(counts));
     // Start at what earlier runs did without counting it into the rate: record the jump, then
     // forget the rate it implies.
-    bar.set_position(done);
+    bar.set_position(counts.done());
     bar.tick();
     bar.reset_eta();
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -780,7 +981,8 @@ fn progress_bar(selected: u64, done: u64) -> ProgressBar {
 }
 
 /// One progress line: neurons done (skipped, exported or failed) of those selected, the rate
-/// of this run and the time left at that rate.
+/// of this run and the time left at that rate:
+/// `done 1200/307200 neurons (1198 exported, 2 failed, 0 skipped; 35.2/s), ETA 2h25m`.
 fn progress_line(counts: &Counts, elapsed: Duration) -> String {
     let fetched = counts.exported + counts.failed;
     let (done, selected) = (counts.done(), counts.selected);
@@ -799,9 +1001,8 @@ fn progress_line(counts: &Counts, elapsed: Duration) -> String {
         "unknown".to_owned()
     };
     format!(
-        "exported {done}/{selected} neurons ({rate:.1}/s, {} failed, {} skipped), ETA {eta}",
-        counts.failed_in_all(),
-        counts.skipped
+        "done {done}/{selected} neurons ({}; {rate:.1}/s), ETA {eta}",
+        bar_message(counts)
     )
 }
 
@@ -1075,20 +1276,20 @@ mod tests {
         };
         assert_eq!(
             progress_line(&big, Duration::from_secs_f64(1200.0 / 35.2)),
-            "exported 1200/307200 neurons (35.2/s, 2 failed, 0 skipped), ETA 2h25m"
+            "done 1200/307200 neurons (1198 exported, 2 failed, 0 skipped; 35.2/s), ETA 2h25m"
         );
         assert_eq!(
             progress_line(&counts(4, 0, 6, 0), Duration::from_secs(2)),
-            "exported 10/10 neurons (3.0/s, 0 failed, 4 skipped), ETA 0s"
+            "done 10/10 neurons (6 exported, 0 failed, 4 skipped; 3.0/s), ETA 0s"
         );
         assert_eq!(
             progress_line(&counts(0, 0, 0, 0), Duration::ZERO),
-            "exported 0/10 neurons (0.0/s, 0 failed, 0 skipped), ETA unknown"
+            "done 0/10 neurons (0 exported, 0 failed, 0 skipped; 0.0/s), ETA unknown"
         );
         // Failures of an earlier run count as done and failed, not into the rate.
         assert_eq!(
             progress_line(&counts(3, 2, 1, 1), Duration::from_secs(1)),
-            "exported 7/10 neurons (2.0/s, 3 failed, 3 skipped), ETA 2s"
+            "done 7/10 neurons (1 exported, 3 failed, 3 skipped; 2.0/s), ETA 2s"
         );
         let slow = Counts {
             selected: 100,
@@ -1097,7 +1298,7 @@ mod tests {
         };
         assert_eq!(
             progress_line(&slow, Duration::from_secs(10)),
-            "exported 10/100 neurons (1.0/s, 0 failed, 0 skipped), ETA 1m30s"
+            "done 10/100 neurons (10 exported, 0 failed, 0 skipped; 1.0/s), ETA 1m30s"
         );
     }
 

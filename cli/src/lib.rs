@@ -105,6 +105,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A layer or neuron index: a non-negative integer. A negative one is refused as such, rather
+/// than taken for an option.
+fn index(text: &str) -> Result<u32, String> {
+    if text.starts_with('-') && text[1..].bytes().all(|b| b.is_ascii_digit()) && text.len() > 1 {
+        return Err(format!(
+            "{text} is negative: indices count from 0 (layer 0 is the first, neuron 0 the first \
+             of its layer)"
+        ));
+    }
+    text.parse::<u32>().map_err(|_| {
+        format!("{text:?} is not an index: expected a non-negative integer such as 0 or 12")
+    })
+}
+
 /// The subcommands of `activations`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -115,6 +129,7 @@ pub enum Command {
     /// List every neuron index of a layer, one per line.
     Neurons {
         /// Layer index.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         layer: u32,
         /// Indices per request; 0 uses the server's default.
         #[arg(long, default_value_t = 0, value_name = "N")]
@@ -123,15 +138,19 @@ pub enum Command {
     /// Print `true` if the neuron exists, else `false` (exit code 0 either way).
     Exists {
         /// Layer index.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         layer: u32,
         /// Neuron index within the layer.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         neuron: u32,
     },
     /// Print a neuron's whole record, or with --split the records of one split.
     Get {
         /// Layer index.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         layer: u32,
         /// Neuron index within the layer.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         neuron: u32,
         /// Print only this split's records, in the Python order.
         #[arg(long, value_enum)]
@@ -149,8 +168,10 @@ pub enum Command {
     /// Print a neuron's moments, quantile boundaries, max activation and counts.
     Summary {
         /// Layer index.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         layer: u32,
         /// Neuron index within the layer.
+        #[arg(allow_hyphen_values = true, value_parser = index)]
         neuron: u32,
     },
     /// Build a dataset's manifest.json by listing its store, without a server: its layers,
@@ -184,7 +205,7 @@ pub enum Command {
         #[arg(long, value_name = "C..D", value_parser = export::parse_range)]
         neurons: Option<std::ops::Range<u32>>,
         /// Directory to write into (created if needed).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", value_parser = export::parse_out_dir)]
         out: std::path::PathBuf,
         /// Write DIR/neurons.jsonl, one neuron per line, instead of one file per neuron.
         #[arg(long)]

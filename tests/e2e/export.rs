@@ -371,6 +371,49 @@ async fn jsonl_is_the_files_one_per_line_and_resumes_from_a_cut_line() {
 }
 
 #[tokio::test]
+async fn a_jsonl_rerun_retries_what_failed_and_puts_it_in_its_place() {
+    let source = tempfile::tempdir().unwrap();
+    conformance::write_dataset(source.path(), false);
+    let server = serve_dir("conformance", source.path()).await;
+    let out = tempfile::tempdir().unwrap();
+    let run = export(&server, out.path(), &["--layers", "0..2", "--jsonl"]).await;
+    assert!(run.result.is_err(), "the corrupt 0/2 fails");
+
+    // The file is mended; the same command again fetches it, and only it.
+    write_neuron(
+        source.path(),
+        false,
+        0,
+        2,
+        &to_json(&neuron(2, 0, 2, 40, 30)),
+    );
+    let run = export(&server, out.path(), &["--layers", "0..2", "--jsonl"]).await;
+    run.ok();
+    assert!(
+        run.out.starts_with(
+            "retried 1 neuron listed in neurons.jsonl.failed: 1 exported into neurons.jsonl, 0 \
+             failed again"
+        ),
+        "{}",
+        run.out
+    );
+    assert!(!out.path().join("neurons.jsonl.failed").exists());
+    // The file is what one clean run writes now.
+    let clean = tempfile::tempdir().unwrap();
+    export(&server, clean.path(), &["--layers", "0..2", "--jsonl"])
+        .await
+        .ok();
+    assert_eq!(
+        std::fs::read(out.path().join("neurons.jsonl")).unwrap(),
+        std::fs::read(clean.path().join("neurons.jsonl")).unwrap()
+    );
+    let run = export(&server, out.path(), &["--layers", "0..2", "--jsonl"]).await;
+    run.ok();
+    assert!(run.out.starts_with("nothing to do: "), "{}", run.out);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn jsonl_leaves_out_failed_neurons() {
     let source = tempfile::tempdir().unwrap();
     conformance::write_dataset(source.path(), false);
@@ -416,17 +459,34 @@ async fn jsonl_leaves_out_failed_neurons() {
         expected.push(b'\n');
     }
     assert_eq!(jsonl, expected);
+    // A rerun retries the neurons that failed: they fail again, stay listed, and the file
+    // is unchanged.
     let run = export(&server, out.path(), &["--layers", "0..2", "--jsonl"]).await;
-    run.ok();
     assert!(
-        run.out.starts_with("nothing to do: ")
-            && run.out.contains(
-                "complete (delete it to export again); 2 neurons left out are listed in "
-            )
-            && run.out.ends_with("neurons.jsonl.failed\n"),
+        matches!(
+            run.result,
+            Err(RunError::ExportIncomplete {
+                failed: 2,
+                selected: 2
+            })
+        ),
+        "{:?}",
+        run.result
+    );
+    assert!(
+        run.out.starts_with(
+            "retried 2 neurons listed in neurons.jsonl.failed: 0 exported into neurons.jsonl, \
+             2 failed again"
+        ),
         "{}",
         run.out
     );
+    assert_eq!(
+        std::fs::read(out.path().join("neurons.jsonl")).unwrap(),
+        jsonl
+    );
+    let failed = std::fs::read_to_string(out.path().join("neurons.jsonl.failed")).unwrap();
+    assert_eq!(failed.lines().count(), 2, "{failed}");
 
     // Ends of the lines 0/0, 0/1, 1/0, 1/1, 1/2.
     let ends: Vec<usize> = (0..jsonl.len()).filter(|&i| jsonl[i] == b'\n').collect();
@@ -478,7 +538,7 @@ async fn jsonl_leaves_out_failed_neurons() {
 }
 
 #[tokio::test]
-async fn progress_lines_are_written_when_stderr_is_not_a_terminal() {
+async fn without_a_terminal_there_is_no_bar_and_one_summary_line() {
     let source = tempfile::tempdir().unwrap();
     conformance::write_dataset(source.path(), false);
     let server = serve_dir("conformance", source.path()).await;
@@ -488,12 +548,18 @@ async fn progress_lines_are_written_when_stderr_is_not_a_terminal() {
     std::fs::remove_file(dir.join("1/2.json")).unwrap();
 
     let run = export(&server, &dir, &["--layers", "0..2"]).await;
-    let last = run.stderr.lines().last().unwrap_or_default();
+    // No bar (no cursor movement, no carriage return), the failed neuron on stderr, and one
+    // summary line on stdout agreeing with the counts.
     assert!(
-        last.starts_with("exported 6/6 neurons (")
-            && last.ends_with("/s, 1 failed, 2 skipped), ETA 0s"),
-        "{}",
+        !run.stderr.contains('\r') && !run.stderr.contains('\u{1b}'),
+        "{:?}",
         run.stderr
+    );
+    assert_eq!(run.out.lines().count(), 1, "{}", run.out);
+    assert!(
+        run.out.starts_with("exported 3 neurons to ") && run.out.contains("(2 skipped, 1 failed)"),
+        "{}",
+        run.out
     );
     assert!(
         run.stderr
@@ -573,4 +639,114 @@ async fn errors_of_the_whole_dataset_stop_the_export() {
         "{said}"
     );
     server.stop().await;
+}
+
+/// Runs `program ARGS...` under a pseudo terminal 120 columns wide (Python's `pty`, from the
+/// standard library) and returns everything it wrote there, stdout and stderr together.
+fn under_a_terminal(program: &Path, args: &[&str]) -> String {
+    const RUN_IN_PTY: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+seen = b""
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+os.waitpid(pid, 0)
+sys.stdout.buffer.write(seen)
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", RUN_IN_PTY])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The lines a terminal would show: split at newlines, each line's text after its last
+/// carriage return, without escape sequences.
+fn shown_lines(raw: &str) -> Vec<String> {
+    let without_escapes = {
+        let mut text = String::new();
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ parameters final-byte.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            text.push(c);
+        }
+        text
+    };
+    without_escapes
+        .split('\n')
+        .map(|line| {
+            line.trim_end_matches('\r')
+                .rsplit('\r')
+                .next()
+                .unwrap_or_default()
+        })
+        .map(|line| line.trim_end().to_string())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_bar_ends_with_its_last_frame_then_the_summary_on_its_own_line() {
+    let source = tempfile::tempdir().unwrap();
+    conformance::write_dataset(source.path(), false);
+    let server = activations_e2e::process::ServerProcess::start(&[
+        "--dataset".to_string(),
+        format!("conformance={}", source.path().display()),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("copy");
+    export_from(&server.url, &dir, &["--layers", "1"]).await;
+    std::fs::remove_file(dir.join("1/2.json")).unwrap();
+
+    let raw = under_a_terminal(
+        &activations_e2e::tools::cli_binary(),
+        &[
+            "--server",
+            &server.url,
+            "export",
+            "--layers",
+            "0..2",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let lines = shown_lines(&raw);
+    let last_frame = lines
+        .iter()
+        .position(|line| line.starts_with("done 6/6 neurons (3 exported, 1 failed, 2 skipped;"))
+        .unwrap_or_else(|| panic!("no last frame in {lines:#?}"));
+    assert!(lines[last_frame].ends_with("ETA 0s"), "{lines:#?}");
+    let summary = &lines[last_frame + 1];
+    assert!(
+        summary.starts_with("exported 3 neurons to ") && summary.contains("(2 skipped, 1 failed)"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[last_frame + 2].starts_with("error: 1 of 6 neurons could not be exported"),
+        "{lines:#?}"
+    );
+    // The bar's first frame already has its counts.
+    assert!(!raw.contains("(, ") && !raw.contains(", )"), "{raw:?}");
 }

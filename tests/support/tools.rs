@@ -39,7 +39,17 @@ pub fn python() -> PathBuf {
 /// the test executable's `deps/` directory, where `cargo test --workspace` builds it (the server
 /// crate's own tests need it). Run alone, build it first: `cargo build -p activations-server`.
 pub fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ACTIVATIONS_SERVER_BIN") {
+    workspace_binary("activations-server", "ACTIVATIONS_SERVER_BIN")
+}
+
+/// The `activations` command-line binary of this build (`ACTIVATIONS_CLI_BIN` overrides it),
+/// found as [`server_binary`] is (the CLI crate's own tests build it).
+pub fn cli_binary() -> PathBuf {
+    workspace_binary("activations", "ACTIVATIONS_CLI_BIN")
+}
+
+fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test executable's path");
@@ -47,14 +57,11 @@ pub fn server_binary() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("tests run from target/<profile>/deps");
-    let binary = profile_dir.join(format!(
-        "activations-server{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let binary = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.exists(),
-        "{} is not built: run `cargo build -p activations-server` (or the whole workspace's \
-         tests), or set ACTIVATIONS_SERVER_BIN",
+        "{} is not built: run `cargo build --workspace` (or the whole workspace's tests), or set \
+         {env_var}",
         binary.display()
     );
     binary

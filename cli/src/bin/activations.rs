@@ -16,9 +16,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut out = BufWriter::new(io::stdout().lock());
-    let result = match cli::run(cli, &mut out).await {
-        Ok(()) => out.flush().map_err(RunError::Output),
-        Err(error) => Err(error),
-    };
-    cli::report(result, &mut io::stderr())
+    let result = cli::run(cli, &mut out).await;
+    // What the command printed (an export's summary) comes before the error that ends it.
+    let flushed = out.flush().map_err(RunError::Output);
+    cli::report(result.and(flushed), &mut io::stderr())
 }

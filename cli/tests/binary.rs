@@ -1,0 +1,52 @@
+//! The `activations` binary as a user runs it: the usual input mistakes are refused before
+//! anything is sent, saying what to write instead.
+
+use std::process::Command;
+
+/// `activations ARGS...` against a server that is not there: what it says on stderr, having
+/// failed.
+fn refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_activations"))
+        .args(["--server", "http://127.0.0.1:1"])
+        .args(args)
+        .output()
+        .expect("running activations");
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8(output.stderr).expect("UTF-8 errors")
+}
+
+#[test]
+fn a_negative_index_is_refused_as_such() {
+    for args in [
+        &["get", "-1", "5"][..],
+        &["exists", "3", "-7"],
+        &["neurons", "-2"],
+    ] {
+        let said = refused(args);
+        assert!(said.contains("is negative: indices count from 0"), "{said}");
+        assert!(!said.contains("-- -"), "clap's tip to escape it: {said}");
+    }
+}
+
+#[test]
+fn a_range_written_with_a_dash_is_answered_with_how_to_write_it() {
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    let said = refused(&["export", "--layers", "0-2", "--out", out]);
+    assert!(
+        said.contains("write 0..=2 (both included) or 0..3 (the end excluded)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn an_out_that_is_a_file_is_refused_before_connecting() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let said = refused(&["export", "--layers", "0", "--out", path]);
+    assert!(
+        said.contains("is a file: an export writes a directory"),
+        "{said}"
+    );
+    assert!(!said.contains("connect"), "it connected first: {said}");
+}
