@@ -50,3 +50,32 @@ fn an_out_that_is_a_file_is_refused_before_connecting() {
     );
     assert!(!said.contains("connect"), "it connected first: {said}");
 }
+
+/// `activations --server SERVER layers`: what it says on stderr, having failed.
+fn layers_from(server: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_activations"))
+        .args(["--server", server, "layers"])
+        .output()
+        .expect("running activations");
+    assert!(!output.status.success(), "{server} answered");
+    String::from_utf8(output.stderr).expect("UTF-8 errors")
+}
+
+#[test]
+fn a_server_address_that_cannot_work_is_named_with_the_likely_cause() {
+    let said = layers_from("http://127.0.0.1:");
+    assert!(
+        said.contains("http://127.0.0.1: has no port after its ':'"),
+        "{said}"
+    );
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let said = layers_from(&address.to_string());
+    assert!(
+        said.contains(&format!("http://{address}"))
+            && said.contains("likely cause: nothing listens at that address"),
+        "{said}"
+    );
+}

@@ -45,8 +45,18 @@ pub enum Error {
         /// Why it was rejected.
         source: tonic::transport::Error,
     },
+    /// The server address ends in `:` without a port.
+    #[error(
+        "the server address {url} has no port after its ':': write it with the port, such as \
+         {}50051",
+        url
+    )]
+    MissingPort {
+        /// The address as given (after adding a missing `http://`).
+        url: String,
+    },
     /// The server could not be reached when connecting.
-    #[error("cannot connect to {url}: {}", Chain(.source))]
+    #[error("cannot connect to {url}: {}{}", Chain(.source), LikelyCause(.source))]
     Connect {
         /// The address connected to.
         url: String,
@@ -111,6 +121,7 @@ impl Error {
             Error::Status(status) => Some(status),
             Error::InvalidEndpoint { .. }
             | Error::Connect { .. }
+            | Error::MissingPort { .. }
             | Error::MalformedResponse { .. }
             | Error::NoEndpoint
             | Error::Tls { .. }
@@ -344,7 +355,67 @@ impl fmt::Display for StatusError {
         if !details.is_empty() {
             write!(f, " ({})", details.join("; "))?;
         }
+        // A status tonic made from a failure of the connection carries it as its source.
+        if let Some(source) = std::error::Error::source(&self.status) {
+            write!(f, "{}", LikelyCause(source))?;
+        }
         Ok(())
+    }
+}
+
+/// `; likely cause: ...` for a failure of the connection whose causes' text says it (hyper, h2
+/// and rustls give these only as text: read here, and nowhere else in the SDK), else nothing.
+struct LikelyCause<'a>(&'a (dyn std::error::Error + 'static));
+
+/// Texts in a connection failure's causes, and what each most likely means.
+const LIKELY_CAUSES: [(&[&str], &str); 6] = [
+    (
+        &["Connection refused"],
+        "nothing listens at that address: is activations-server running there, on this port?",
+    ),
+    (
+        &["InvalidContentType", "corrupt message"],
+        "the server does not speak TLS: connect with http:// and without the TLS options",
+    ),
+    (
+        &[
+            "invalid peer certificate",
+            "UnknownIssuer",
+            "NotValidForName",
+        ],
+        "the server's certificate is not trusted here, or not for this name: give its CA (--tls-ca) \
+         or the name it was issued for (--tls-domain)",
+    ),
+    (
+        &[
+            "h2 protocol error",
+            "http2 error",
+            "frame with invalid size",
+            "invalid HTTP version",
+        ],
+        "something answered, but not as a gRPC server: is this activations-server's gRPC port \
+         (not its metrics port, nor a web server)?",
+    ),
+    (
+        &["dns error", "failed to lookup address"],
+        "the host name does not resolve: check its spelling",
+    ),
+    (
+        &["timed out", "deadline has elapsed"],
+        "no answer in time: check the address and the network",
+    ),
+];
+
+impl fmt::Display for LikelyCause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = Chain(self.0).to_string();
+        let cause = LIKELY_CAUSES
+            .iter()
+            .find(|(signs, _)| signs.iter().any(|sign| text.contains(sign)));
+        match cause {
+            Some((_, cause)) => write!(f, "; likely cause: {cause}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -439,6 +439,14 @@ impl ClientBuilder {
                     Ok(endpoint) => endpoint.connect_timeout(self.connect_timeout),
                     Err(source) => return Err(Error::InvalidEndpoint { url, source }),
                 };
+                // `http://host:` parses, and then connects to port 80 or fails oddly.
+                if endpoint
+                    .uri()
+                    .authority()
+                    .is_some_and(|authority| authority.as_str().ends_with(':'))
+                {
+                    return Err(Error::MissingPort { url });
+                }
                 let endpoint = match (endpoint.uri().scheme_str(), &self.tls) {
                     (Some("https"), tls) => {
                         let config = tls.clone().unwrap_or_default().client_config()?;
@@ -559,6 +567,14 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(&error, Error::InvalidEndpoint { url, .. } if url == "http://exa mple:1"),
+            "{error:?}"
+        );
+        let error = ActivationsClient::builder()
+            .endpoint("127.0.0.1:")
+            .connect_lazy()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::MissingPort { url } if url == "http://127.0.0.1:"),
             "{error:?}"
         );
     }

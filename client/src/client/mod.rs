@@ -947,6 +947,61 @@ mod tests {
             text.starts_with(&format!("cannot connect to {url}: transport error")),
             "{text}"
         );
+        assert!(
+            text.contains("likely cause: nothing listens at that address"),
+            "{text}"
+        );
+    }
+
+    /// A server on 127.0.0.1 that answers every connection as an HTTP/1.1 web server would: a
+    /// 400 to whatever it is sent.
+    async fn a_web_server() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    let _ = socket.read(&mut buffer).await;
+                    let answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+                    let _ = socket.write_all(answer).await;
+                    // Open until the client gives up, as a web server keeping the connection.
+                    while socket.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_grpc_or_not_tls_is_named_as_the_likely_cause() {
+        let address = a_web_server().await;
+        // Plain HTTP/2 to a web server.
+        let client = ActivationsClient::connect(address.to_string()).await;
+        let text = match client {
+            Err(error) => error.to_string(),
+            Ok(client) => client.list_layers().await.unwrap_err().to_string(),
+        };
+        assert!(
+            text.contains("likely cause: something answered, but not as a gRPC server"),
+            "{text}"
+        );
+        // TLS to a server that answers in plain text.
+        let client = ActivationsClient::builder()
+            .endpoint(address.to_string())
+            .tls(crate::Tls::new())
+            .connect()
+            .await;
+        let text = match client {
+            Err(error) => error.to_string(),
+            Ok(client) => client.list_layers().await.unwrap_err().to_string(),
+        };
+        assert!(
+            text.contains("likely cause: the server does not speak TLS"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
