@@ -30,6 +30,52 @@ pub(super) fn write_split_records(
     Ok(())
 }
 
+/// Writes each neuron of `stream` as one line, `{"layer_index": L, "neuron_index": N, "splits":
+/// {"valid": [records...], ...}, "cursor": "..."}`, or with `"error": {"code", "message"}` in
+/// place of `"splits"` for a neuron the server could not serve, flushing after each line so a
+/// reader sees neurons as they come. Returns the neurons read and how many of them failed. A
+/// failure of the stream itself (after the SDK's own resumptions) ends it with that error.
+pub(super) async fn write_neuron_splits(
+    out: &mut impl Write,
+    mut stream: activations_client::NeuronSplitsStream,
+) -> Result<(u64, u64), crate::RunError> {
+    use futures::TryStreamExt;
+
+    let (mut read, mut failed) = (0, 0);
+    while let Some(neuron) = stream.try_next().await? {
+        read += 1;
+        let mut line = json!({
+            "layer_index": neuron.neuron_id.layer_index,
+            "neuron_index": neuron.neuron_id.neuron_index,
+        });
+        match &neuron.splits {
+            Ok(splits) => {
+                let mut by_name = serde_json::Map::new();
+                for split in splits {
+                    let name = pb::Split::try_from(split.split)
+                        .map_or("unspecified", |split| split.as_str_name());
+                    let name = name.trim_start_matches("SPLIT_").to_ascii_lowercase();
+                    let records = split.records.iter().map(split_record).collect();
+                    by_name.insert(name, Value::Array(records));
+                }
+                line["splits"] = Value::Object(by_name);
+            }
+            Err(error) => {
+                failed += 1;
+                line["error"] = json!({
+                    "code": activations_proto::code_name(error.code()),
+                    "message": error.message(),
+                });
+            }
+        }
+        line["cursor"] = Value::String(neuron.cursor.clone());
+        serde_json::to_writer(&mut *out, &line).map_err(io::Error::from)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    Ok((read, failed))
+}
+
 /// The record as one JSON object, then a newline.
 pub(super) fn write_neuron_record(out: &mut impl Write, record: &NeuronRecord) -> io::Result<()> {
     serde_json::to_writer(&mut *out, &neuron_record(record))?;

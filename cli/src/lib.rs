@@ -119,6 +119,37 @@ fn index(text: &str) -> Result<u32, String> {
     })
 }
 
+/// The server options as `manifest` sees them: hidden from its help, since it calls no
+/// server, and refused with the reason when given after it. They shadow the global options of
+/// the same names, which clap does not propagate to a command that has its own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NoServer {
+    #[arg(long, hide = true, value_parser = no_server)]
+    server: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    dataset: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    tls_ca: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    tls_cert: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    tls_key: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    tls_domain: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    token: Option<String>,
+    #[arg(long, hide = true, value_parser = no_server)]
+    token_file: Option<String>,
+}
+
+fn no_server(_: &str) -> Result<String, String> {
+    Err(
+        "manifest lists the store itself and calls no server: give it the dataset's URI, \
+         with the storage settings in its query"
+            .to_string(),
+    )
+}
+
 /// The subcommands of `activations`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -187,6 +218,32 @@ pub enum Command {
         /// The layout to record: auto detects it from the listing.
         #[arg(long, default_value = "auto", value_name = "auto|flat|neurons")]
         layout: activations_format::layout::LayoutChoice,
+        /// The server options, hidden here: `manifest` calls no server.
+        #[command(flatten)]
+        no_server: NoServer,
+    },
+    /// Print the splits of many neurons, one JSON object per line and neuron (its id, each
+    /// split's records in the Python order, and the cursor to continue after it), read in one
+    /// stream (StreamNeuronSplits) that resumes by itself after a transient failure. A neuron
+    /// the server cannot serve is a line with its error, and the command ends with exit code 1.
+    Splits {
+        /// Layers: START..END (END excluded, like 0..48) or one index (5).
+        #[arg(long, value_name = "A..B", value_parser = export::parse_range)]
+        layers: std::ops::Range<u32>,
+        /// Neurons of each layer (START..END or one index) [default: every neuron of the layer].
+        #[arg(long, value_name = "C..D", value_parser = export::parse_range)]
+        neurons: Option<std::ops::Range<u32>>,
+        /// The splits to read, in this order (repeat it, or separate with commas).
+        #[arg(long = "split", value_enum, value_delimiter = ',', required = true)]
+        splits: Vec<SplitName>,
+        /// Records per split taken from each source (n_examples_per_split) [default: as many as
+        /// the sources allow].
+        #[arg(short = 'n', value_name = "K")]
+        n: Option<u32>,
+        /// Continue after the neuron whose `cursor` this is (from the last line of an earlier
+        /// run with the same options).
+        #[arg(long, value_name = "CURSOR", default_value = "")]
+        from: String,
     },
     /// Copy neurons from the server into files laid out and formatted like the public data
     /// (DIR/{layer}/{neuron}.json, byte for byte), or into one JSONL file. Run it again to
@@ -293,6 +350,14 @@ pub enum RunError {
         /// The layers the dataset has, summarized.
         served: String,
     },
+    /// `activations splits` read every neuron it could, but the server could not serve some.
+    #[error("{failed} of {read} neurons could not be read (each has its error on its line)")]
+    SplitsIncomplete {
+        /// Neurons that failed.
+        failed: u64,
+        /// Neurons read, failed ones included.
+        read: u64,
+    },
     #[error("{failed} of {selected} neurons could not be exported (each is reported above)")]
     ExportIncomplete {
         /// Neurons that failed.
@@ -373,6 +438,7 @@ async fn run_with(
         uri,
         out: file,
         layout,
+        ..
     } = cli.command
     {
         return manifest::run(&uri, file.as_deref(), layout, out).await;
@@ -498,8 +564,28 @@ async fn execute_with(
             uri,
             out: file,
             layout,
+            ..
         } => {
             manifest::run(&uri, file.as_deref(), layout, out).await?;
+        }
+        Command::Splits {
+            layers,
+            neurons,
+            splits,
+            n,
+            from,
+        } => {
+            let selection = activations_client::Selection::Range { layers, neurons };
+            let splits: Vec<Split> = splits.into_iter().map(Split::from).collect();
+            // A long stream: no per-call timeout (the client's would cut it).
+            let stream = client
+                .clone()
+                .with_timeout(None)
+                .neuron_splits_from(selection, &splits, n, from);
+            let (read, failed) = json::write_neuron_splits(out, stream).await?;
+            if failed > 0 {
+                return Err(RunError::SplitsIncomplete { failed, read });
+            }
         }
         Command::Export {
             layers,

@@ -79,3 +79,36 @@ fn a_server_address_that_cannot_work_is_named_with_the_likely_cause() {
         "{said}"
     );
 }
+
+fn help(command: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_activations"))
+        .args([command, "--help"])
+        .output()
+        .expect("running activations");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).expect("UTF-8 help")
+}
+
+#[test]
+fn manifest_offers_no_server_options_and_refuses_them_saying_why() {
+    let layers = help("layers");
+    let manifest = help("manifest");
+    // Options as the help lists them: `--server <URL>`.
+    for option in ["--server <", "--dataset <", "--tls-ca <", "--token <"] {
+        assert!(layers.contains(option), "layers --help lacks {option}");
+        assert!(
+            !manifest.contains(option),
+            "manifest --help offers {option}:\n{manifest}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_activations"))
+        .args(["manifest", "/tmp", "--server", "http://127.0.0.1:50051"])
+        .output()
+        .expect("running activations");
+    assert!(!output.status.success());
+    let said = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        said.contains("manifest lists the store itself and calls no server"),
+        "{said}"
+    );
+}

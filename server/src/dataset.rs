@@ -304,6 +304,7 @@ fn store_stack(
     metrics: Option<(StorageMetrics, &Metrics)>,
 ) -> Arc<dyn NeuronStore> {
     let (storage, metrics) = metrics.unzip();
+    let listable = object.can_list();
     let object: Arc<dyn NeuronStore> = match storage {
         Some(storage) => Arc::new(ObservedStore::new(Arc::new(object), storage)),
         None => Arc::new(object),
@@ -313,7 +314,8 @@ fn store_stack(
         metrics.watch_cache(name, &cache);
     }
     match shape {
-        Some(shape) => Arc::new(ShapedStore::new(cache, shape)),
+        Some(shape) if listable => Arc::new(ShapedStore::new(cache, shape)),
+        Some(shape) => Arc::new(ShapedStore::new(cache, shape).unlistable()),
         None => cache,
     }
 }

@@ -606,3 +606,80 @@ async fn unavailable_storage_ends_the_stream_and_the_cursor_resumes_it() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_prints_each_neuron_s_splits_on_a_line_and_continues_from_a_cursor() {
+    use activations_cli::{self as cli, Cli};
+    use clap::Parser;
+
+    let source = tempfile::tempdir().unwrap();
+    conformance::write_dataset(source.path(), false);
+    let server = activations_e2e::serve_dir("conformance", source.path()).await;
+    let splits = |extra: &[&str]| {
+        let mut argv = vec![
+            "activations",
+            "--server",
+            &server.url(),
+            "splits",
+            "--layers",
+            "0..2",
+            "--split",
+            "valid,test",
+            "-n",
+            "2",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        argv.extend(extra.iter().map(|arg| arg.to_string()));
+        async move {
+            let mut out = Vec::new();
+            let result = cli::run(Cli::parse_from(argv), &mut out).await;
+            let lines: Vec<serde_json::Value> = String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            (result, lines)
+        }
+    };
+    let (result, lines) = splits(&[]).await;
+    // One line per neuron of the selection, the corrupt one with its error: exit code 1.
+    assert!(result.is_err(), "the corrupt neuron fails the command");
+    let (layers, neurons) = (conformance::LAYERS, conformance::NEURONS);
+    assert_eq!(lines.len() as u32, layers * neurons);
+    let client = activations_client::ActivationsClient::connect(server.url())
+        .await
+        .unwrap();
+    for line in &lines {
+        let id = (
+            line["layer_index"].as_u64().unwrap() as u32,
+            line["neuron_index"].as_u64().unwrap() as u32,
+        );
+        if id == conformance::CORRUPT {
+            assert_eq!(line["error"]["code"], "DATA_LOSS", "{line}");
+            continue;
+        }
+        for (name, split) in [("valid", Split::Valid), ("test", Split::Test)] {
+            let expected = client
+                .activation_records(neuron_id(id.0, id.1), split, Some(2))
+                .await
+                .unwrap();
+            let printed = line["splits"][name].as_array().unwrap();
+            let tokens: Vec<serde_json::Value> = printed
+                .iter()
+                .map(|record| record["tokens"].clone())
+                .collect();
+            let expected: Vec<serde_json::Value> = expected
+                .iter()
+                .map(|record| serde_json::json!(record.tokens))
+                .collect();
+            assert_eq!(tokens, expected, "{id:?} {name}");
+        }
+    }
+    // The cursor of a line continues after its neuron.
+    let cursor = lines[1]["cursor"].as_str().unwrap().to_string();
+    let (_, rest) = splits(&["--from", &cursor]).await;
+    assert_eq!(rest, lines[2..]);
+    server.stop().await;
+}

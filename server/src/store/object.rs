@@ -101,6 +101,11 @@ impl ObjectNeuronStore {
         self
     }
 
+    /// Whether the store can be asked for listings (a plain web server cannot).
+    pub fn can_list(&self) -> bool {
+        self.no_listing.is_none()
+    }
+
     /// Fails a neuron read that takes longer than `deadline` as unavailable.
     pub fn with_read_deadline(mut self, deadline: Duration) -> Self {
         self.read_deadline = Some(deadline);

@@ -34,6 +34,13 @@ impl ShapedStore {
         }
     }
 
+    /// Marks `inner` as a store known not to list (a web server): the shape is used from the
+    /// start.
+    pub fn unlistable(self) -> Self {
+        self.unlistable.store(true, Ordering::Relaxed);
+        self
+    }
+
     /// `inner`'s listing, or `None` if it cannot list (and then never asks it again).
     async fn listed<T>(
         &self,
@@ -63,9 +70,11 @@ impl ShapedStore {
 impl NeuronStore for ShapedStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         match self.inner.neuron(key).await {
-            // A missing file the shape does not declare: say so, the shape being the likely
-            // mistake.
-            Err(StoreError::NotFound { path }) if !self.in_shape(key) => {
+            // A missing file the shape (in use: the store cannot list) does not declare: say
+            // so, the shape being the likely mistake.
+            Err(StoreError::NotFound { path })
+                if self.unlistable.load(Ordering::Relaxed) && !self.in_shape(key) =>
+            {
                 Err(StoreError::NotFound {
                     path: format!(
                         "{path} (not in the dataset's declared shape: {})",
@@ -119,7 +128,8 @@ mod tests {
             matches!(err, StoreError::ListingUnavailable { .. }),
             "{err}"
         );
-        let shaped = ShapedStore::new(Arc::new(unlistable), Shape::uniform(2, 3).unwrap());
+        let shaped =
+            ShapedStore::new(Arc::new(unlistable), Shape::uniform(2, 3).unwrap()).unlistable();
         assert_eq!(shaped.layers().await.unwrap(), vec![0, 1]);
         assert_eq!(shaped.neurons(1).await.unwrap(), vec![0, 1, 2]);
         let missing_layer = shaped.neurons(2).await.unwrap_err();
