@@ -160,7 +160,7 @@ pub(super) async fn run(
 
     let selection = select(client, &options).await?;
     fs::create_dir_all(dir).map_err(|e| at(dir, e))?;
-    let (mut target, resume_at, failed_before) = if options.jsonl {
+    let (target, resume_at, failed_before) = if options.jsonl {
         prepare_jsonl(dir, done_jsonl, &selection)?
     } else {
         (Target::Files(dir.clone()), 0, Vec::new())
@@ -182,20 +182,14 @@ pub(super) async fn run(
         ..Counts::default()
     };
 
-    let mut progress = Progress::start(diagnostics, counts, &failed_before);
-    let outcome = export(
+    let counts = export_showing_progress(
         client,
         &todo,
         options.concurrency,
-        &mut target,
-        &mut progress,
+        target,
+        Progress::start(diagnostics, counts, &failed_before),
     )
-    .await;
-    progress.finish(outcome.is_ok());
-    outcome?;
-    target.finish()?;
-
-    let counts = progress.counts;
+    .await?;
     let (exported, skipped, failed) = (counts.exported, counts.skipped, counts.failed_in_all());
     let noun = if exported == 1 { "neuron" } else { "neurons" };
     writeln!(
@@ -242,7 +236,7 @@ async fn retry_jsonl(
     fs::write(&failed, text).map_err(|e| at(&failed, e))?;
     let retried = dir.join(JSONL_RETRIED);
     let file = File::create(&retried).map_err(|e| at(&retried, e))?;
-    let mut target = Target::Jsonl {
+    let target = Target::Jsonl {
         file,
         partial: retried,
         done: dir.join(JSONL_FILE),
@@ -259,23 +253,18 @@ async fn retry_jsonl(
         selected: retry.len() as u64,
         ..Counts::default()
     };
-    let mut progress = Progress::start(diagnostics, counts, &[]);
-    let outcome = export(
+    let counts = export_showing_progress(
         client,
         &retry,
         options.concurrency,
-        &mut target,
-        &mut progress,
+        target,
+        Progress::start(diagnostics, counts, &[]),
     )
-    .await;
-    progress.finish(outcome.is_ok());
-    outcome?;
-    target.finish()?;
+    .await?;
     let failed = dir.join(JSONL_FAILED);
     if fs::metadata(&failed).is_ok_and(|list| list.len() == 0) {
         fs::remove_file(&failed).map_err(|e| at(&failed, e))?;
     }
-    let counts = progress.counts;
     writeln!(
         out,
         "retried {} {} listed in {JSONL_FAILED}: {} exported into {JSONL_FILE}, {} failed \
@@ -474,6 +463,22 @@ fn summarize_layers(layers: &[u32]) -> String {
             format!("{}{more}", shown.join(", "))
         }
     }
+}
+
+/// [`export`]s `todo` into `target` showing `progress`, ends the display and completes the
+/// target; returns the counts.
+async fn export_showing_progress(
+    client: &ActivationsClient,
+    todo: &[(u32, u32)],
+    concurrency: usize,
+    mut target: Target,
+    mut progress: Progress<'_>,
+) -> Result<Counts, RunError> {
+    let outcome = export(client, todo, concurrency, &mut target, &mut progress).await;
+    progress.finish(outcome.is_ok());
+    outcome?;
+    target.finish()?;
+    Ok(progress.counts)
 }
 
 /// Fetches `todo` with up to `concurrency` requests in flight and writes each record, in order.

@@ -309,6 +309,15 @@ pub enum RunError {
     /// Connecting or a call failed.
     #[error(transparent)]
     Client(#[from] Error),
+    /// A call failed in the connection to the server (not an answer of the server's): named
+    /// with the server's address, which the error itself does not know.
+    #[error("calling {server}: {source}")]
+    Transport {
+        /// The `--server` called.
+        server: String,
+        /// The failure.
+        source: Error,
+    },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
@@ -444,7 +453,22 @@ async fn run_with(
         return manifest::run(&uri, file.as_deref(), layout, out).await;
     }
     let client = client_builder(&cli)?.connect().await?;
-    execute_with(&client, cli.command, out, diagnostics).await
+    let server = cli.server.clone();
+    execute_with(&client, cli.command, out, diagnostics)
+        .await
+        .map_err(|error| match error {
+            // A status tonic made from a failure of the connection carries it as its source;
+            // one the server sent has none.
+            RunError::Client(Error::Status(status))
+                if std::error::Error::source(&*status).is_some() =>
+            {
+                RunError::Transport {
+                    server,
+                    source: Error::Status(status),
+                }
+            }
+            other => other,
+        })
 }
 
 /// The client settings the options name: server, dataset, TLS files and token.

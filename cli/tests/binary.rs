@@ -112,3 +112,28 @@ fn manifest_offers_no_server_options_and_refuses_them_saying_why() {
         "{said}"
     );
 }
+
+#[test]
+fn a_web_server_at_the_address_is_named_as_not_a_grpc_server() {
+    use std::io::{Read, Write};
+
+    // Answers every connection as an HTTP/1.1 web server: a 400, then keeps it open.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut socket in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer);
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+                while socket.read(&mut buffer).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let said = layers_from(&address.to_string());
+    assert!(
+        said.contains(&address.to_string())
+            && said.contains("likely cause: something answered, but not as a gRPC server"),
+        "{said}"
+    );
+}

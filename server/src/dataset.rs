@@ -398,13 +398,8 @@ async fn detect_layout(
             }
         }
     }
-    if !location.backend.can_list() {
-        tracing::warn!(
-            dataset = %name,
-            "found no neuron of the declared shape below the root; assuming the flat layout"
-        );
-    }
-    // A store that can be listed is then refused as empty, by `check_not_empty`.
+    // A store that can be listed is then refused as empty, by `check_not_empty`; for one that
+    // cannot, its reads of missing files say so (see `ShapedStore`).
     Ok(Layout::Flat)
 }
 

@@ -56,16 +56,7 @@ async fn grpcurl_lists_describes_checks_health_streams_and_shows_errors() {
         );
     }
     let description = stdout(&run(&addr, &[], &["describe", SERVICE]));
-    for rpc in [
-        "GetNeuronRecord",
-        "StreamActivationRecords",
-        "StreamNeuronSplits",
-        "GetNeuronSummary",
-        "NeuronExists",
-        "ListLayers",
-        "ListNeurons",
-        "ListDatasets",
-    ] {
+    for rpc in activations_proto::METHODS {
         assert!(
             description.contains(&format!("rpc {rpc}")),
             "{rpc} missing:\n{description}"

@@ -60,6 +60,21 @@ async fn neurons(
     (delivered, None)
 }
 
+/// A `StreamNeuronSplits` request for 2,000 neurons of [`dataset`]: far more than HTTP/2 lets
+/// through to a client that reads nothing.
+fn a_long_stream() -> pb::StreamNeuronSplitsRequest {
+    let ids: Vec<pb::NeuronId> = (0..2000).map(|i| neuron_id(i % 2, i % 5)).collect();
+    pb::StreamNeuronSplitsRequest {
+        selection: Some(pb::NeuronSelection {
+            selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
+                neuron_ids: ids,
+            })),
+        }),
+        splits: vec![pb::Split::Train as i32, pb::Split::Valid as i32],
+        ..Default::default()
+    }
+}
+
 /// `cursor` with its fields (version, fingerprint, position, layer, neuron) edited by `edit`,
 /// re-encoded as the service encodes cursors: what anyone can forge from a cursor they hold.
 fn forged(cursor: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
@@ -317,16 +332,7 @@ async fn one_connection_cannot_take_every_slot_of_the_server() {
     // One connection opens as many streams as the server has slots, each far larger than
     // what HTTP/2 lets through unread, and reads none of them.
     let hog = raw(&server).await;
-    let ids: Vec<pb::NeuronId> = (0..2000).map(|i| neuron_id(i % 2, i % 5)).collect();
-    let request = pb::StreamNeuronSplitsRequest {
-        selection: Some(pb::NeuronSelection {
-            selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
-                neuron_ids: ids,
-            })),
-        }),
-        splits: vec![pb::Split::Train as i32, pb::Split::Valid as i32],
-        ..Default::default()
-    };
+    let request = a_long_stream();
     let held = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
     for _ in 0..32 {
         let (mut hog, request, held) = (hog.clone(), request.clone(), held.clone());
@@ -484,16 +490,7 @@ async fn responses_nobody_reads_are_ended_and_their_slots_freed() {
     let metrics = server.metrics_url.clone().unwrap();
     // Two connections take every slot with streams far larger than HTTP/2 lets through
     // unread, and read none of them.
-    let ids: Vec<pb::NeuronId> = (0..2000).map(|i| neuron_id(i % 2, i % 5)).collect();
-    let request = pb::StreamNeuronSplitsRequest {
-        selection: Some(pb::NeuronSelection {
-            selection: Some(pb::neuron_selection::Selection::Neurons(pb::NeuronIdList {
-                neuron_ids: ids,
-            })),
-        }),
-        splits: vec![pb::Split::Train as i32, pb::Split::Valid as i32],
-        ..Default::default()
-    };
+    let request = a_long_stream();
     let mut held = Vec::new();
     for _ in 0..2 {
         let hog = raw(&server).await;

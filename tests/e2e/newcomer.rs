@@ -162,3 +162,31 @@ async fn refusals_name_the_valid_range() {
         "{said}"
     );
 }
+
+// Two workers: the web server runs on the test's runtime while the server process starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlistable_dataset_one_directory_too_high_says_so_on_every_missing_read() {
+    let web = FaultyHttpServer::start(HashMap::from([(
+        "data/collated-activations/0/0.json".to_string(),
+        Bytes::from_static(REAL_NEURON),
+    )]));
+    let uri = format!("{}/data?layers=1&neurons=2", web.url());
+    let server = ServerProcess::start(&["--dataset".into(), format!("w={uri}")]);
+    let base = format!("{}/data", web.url());
+    for (neuron, which) in [
+        (
+            "1",
+            format!("the declared shape's first neuron is missing too, {base}/0/0.json"),
+        ),
+        ("0", "it is the declared shape's first neuron".to_string()),
+    ] {
+        let (result, _) = activations(&["--server", &server.url, "get", "0", neuron]).await;
+        let said = result.expect_err("nothing is there").to_string();
+        assert!(
+            said.contains(&format!(
+                "{base}/0/{neuron}.json ({which}: the dataset's root or layout is most likely wrong"
+            )),
+            "{said}"
+        );
+    }
+}

@@ -5,6 +5,8 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use tokio::sync::OnceCell;
+
 use activations_proto::wire;
 use async_trait::async_trait;
 
@@ -23,6 +25,10 @@ pub struct ShapedStore {
     shape: Shape,
     /// Set once `inner` has said it cannot list: it is not asked again.
     unlistable: AtomicBool,
+    /// Whether the shape's first neuron is missing, found out on the first missing file (and
+    /// then the note for every missing file's error): a missing first neuron most likely
+    /// means a wrong root.
+    first_missing: OnceCell<Option<(NeuronKey, String)>>,
 }
 
 impl ShapedStore {
@@ -31,7 +37,31 @@ impl ShapedStore {
             inner,
             shape,
             unlistable: AtomicBool::new(false),
+            first_missing: OnceCell::new(),
         }
+    }
+
+    /// The shape's first neuron and its path, if it is missing: asked of the store once, on the
+    /// first missing file, so a dataset whose files are there costs no request.
+    async fn first_missing(&self) -> Option<&(NeuronKey, String)> {
+        self.first_missing
+            .get_or_init(|| async {
+                let (layer, neuron) = self.shape.first_neuron()?;
+                let first = NeuronKey::new(layer, neuron);
+                match self.inner.neuron(first).await {
+                    Err(StoreError::NotFound { path }) => {
+                        tracing::warn!(
+                            first = %path,
+                            "the declared shape's first neuron is missing: the dataset's root \
+                             or layout is most likely wrong"
+                        );
+                        Some((first, path))
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .as_ref()
     }
 
     /// Marks `inner` as a store known not to list (a web server): the shape is used from the
@@ -70,17 +100,28 @@ impl ShapedStore {
 impl NeuronStore for ShapedStore {
     async fn neuron(&self, key: NeuronKey) -> Result<Arc<wire::NeuronRecord>, StoreError> {
         match self.inner.neuron(key).await {
-            // A missing file the shape (in use: the store cannot list) does not declare: say
-            // so, the shape being the likely mistake.
-            Err(StoreError::NotFound { path })
-                if self.unlistable.load(Ordering::Relaxed) && !self.in_shape(key) =>
-            {
-                Err(StoreError::NotFound {
-                    path: format!(
+            // A missing file the shape (in use: the store cannot list) does not declare, or a
+            // dataset whose shape looked wrong when it was opened: say so.
+            Err(StoreError::NotFound { path }) if self.unlistable.load(Ordering::Relaxed) => {
+                let mut path = path;
+                if !self.in_shape(key) {
+                    path = format!(
                         "{path} (not in the dataset's declared shape: {})",
                         self.shape
-                    ),
-                })
+                    );
+                }
+                if let Some((first, first_path)) = self.first_missing().await {
+                    let which = if *first == key {
+                        "it is the declared shape's first neuron".to_string()
+                    } else {
+                        format!("the declared shape's first neuron is missing too, {first_path}")
+                    };
+                    path = format!(
+                        "{path} ({which}: the dataset's root or layout is most likely wrong; \
+                         check its URI)"
+                    );
+                }
+                Err(StoreError::NotFound { path })
             }
             read => read,
         }
@@ -139,7 +180,8 @@ mod tests {
         );
         let missing_file = shaped.neuron(NeuronKey::new(0, 0)).await.unwrap_err();
         assert!(
-            matches!(&missing_file, StoreError::NotFound { path } if path == "http://example.org/data/0/0.json"),
+            matches!(&missing_file, StoreError::NotFound { path }
+                if path.starts_with("http://example.org/data/0/0.json (it is the declared shape's first neuron: the dataset's root or layout is most likely wrong")),
             "{missing_file}"
         );
         let outside = shaped.neuron(NeuronKey::new(1, 7)).await.unwrap_err();
