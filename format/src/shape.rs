@@ -81,6 +81,15 @@ impl Shape {
         self.layers.keys().copied().collect()
     }
 
+    /// Whether the shape declares neuron `neuron` of layer `layer` (without listing the layer).
+    pub fn contains(&self, layer: u32, neuron: u32) -> bool {
+        match self.layers.get(&layer) {
+            Some(Neurons::Count(count)) => neuron < *count,
+            Some(Neurons::Indices(indices)) => indices.binary_search(&neuron).is_ok(),
+            None => false,
+        }
+    }
+
     /// Neuron indices of `layer`, ascending; `None` if the layer is not in the shape.
     pub fn neurons(&self, layer: u32) -> Option<Vec<u32>> {
         self.layers.get(&layer).map(|neurons| match neurons {
@@ -247,6 +256,19 @@ mod tests {
         assert_eq!(shape.first_neuron(), Some((0, 0)));
         assert!(Shape::uniform(0, 4).is_err());
         assert!(Shape::uniform(4, 0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn contains_agrees_with_the_listed_neurons(
+            layers in proptest::collection::vec((0u32..5, proptest::collection::vec(0u32..20, 0..10)), 0..5),
+            layer in 0u32..6,
+            neuron in 0u32..22,
+        ) {
+            let shape = Shape::from_listing(layers);
+            let listed = shape.neurons(layer).is_some_and(|n| n.contains(&neuron));
+            prop_assert_eq!(shape.contains(layer, neuron), listed);
+        }
     }
 
     #[test]

@@ -458,23 +458,27 @@ pub fn explain(
     explained
 }
 
-/// A message of a dependency's, cut like [`excerpt`] but unquoted; it may quote the request.
+/// A message of a dependency's, cut like [`excerpt`] (after 200 characters) but unquoted; it
+/// may quote the request.
 fn excerpt_plain(text: &str) -> String {
-    const SHOWN: usize = 200;
-    match text.char_indices().nth(SHOWN) {
+    match cut(text, 200) {
         None => text.to_string(),
-        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
+        Some(shown) => format!("{shown}... ({} bytes)", text.len()),
     }
+}
+
+/// The first `shown` characters of `text`, if it has more.
+fn cut(text: &str, shown: usize) -> Option<&str> {
+    text.char_indices().nth(shown).map(|(end, _)| &text[..end])
 }
 
 /// `text` as an error message or a log line may quote what a request sent: quoted, and cut to
 /// its first 40 characters with its length when longer, so that no request can make an
 /// answer or a log line large.
 pub fn excerpt(text: &str) -> String {
-    const SHOWN: usize = 40;
-    match text.char_indices().nth(SHOWN) {
+    match cut(text, 40) {
         None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+        Some(shown) => format!("{shown:?}... ({} bytes)", text.len()),
     }
 }
 

@@ -90,9 +90,7 @@ impl ShapedStore {
     }
 
     fn in_shape(&self, key: NeuronKey) -> bool {
-        self.shape
-            .neurons(key.layer)
-            .is_some_and(|neurons| neurons.binary_search(&key.neuron).is_ok())
+        self.shape.contains(key.layer, key.neuron)
     }
 }
 
