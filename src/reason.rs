@@ -56,11 +56,14 @@ pub enum ErrorReason {
     MalformedRequest,
     /// The call names a method this server does not have (`UNIMPLEMENTED`).
     UnknownMethod,
+    /// The dataset's store could not be opened yet; the server keeps trying (`UNAVAILABLE`,
+    /// retry after its `RetryInfo`).
+    DatasetUnavailable,
 }
 
 impl ErrorReason {
     /// Every reason, in the order above.
-    pub const ALL: [ErrorReason; 22] = [
+    pub const ALL: [ErrorReason; 23] = [
         ErrorReason::UnknownDataset,
         ErrorReason::InvalidArgument,
         ErrorReason::NotEnoughRecords,
@@ -83,6 +86,7 @@ impl ErrorReason {
         ErrorReason::StreamIdle,
         ErrorReason::MalformedRequest,
         ErrorReason::UnknownMethod,
+        ErrorReason::DatasetUnavailable,
     ];
 
     /// The name on the wire, such as `NEURON_NOT_FOUND`.
@@ -110,6 +114,7 @@ impl ErrorReason {
             ErrorReason::StreamIdle => "STREAM_IDLE",
             ErrorReason::MalformedRequest => "MALFORMED_REQUEST",
             ErrorReason::UnknownMethod => "UNKNOWN_METHOD",
+            ErrorReason::DatasetUnavailable => "DATASET_UNAVAILABLE",
         }
     }
 
@@ -122,6 +127,7 @@ impl ErrorReason {
             ErrorReason::CorruptNeuronFile
                 | ErrorReason::UnreadableNeuronFile
                 | ErrorReason::StorageUnavailable
+                | ErrorReason::DatasetUnavailable
                 | ErrorReason::StorageAccessDenied
                 | ErrorReason::Internal
         )

@@ -12,10 +12,12 @@ use activations_client::pb::{
     SplitActivationRecord,
 };
 
-/// One line per dataset: name, URI and layout, tab-separated, then `(default)` on the default.
+/// One line per dataset: name, URI and layout (`unavailable` for a dataset the server could not
+/// open yet), tab-separated, then `(default)` on the default, then why it is unavailable.
 pub(super) fn write_datasets(out: &mut impl Write, datasets: &[DatasetInfo]) -> io::Result<()> {
     for dataset in datasets {
         let layout = match Layout::try_from(dataset.layout) {
+            _ if !dataset.unavailable.is_empty() => "unavailable",
             Ok(Layout::Flat) => "flat",
             Ok(Layout::Neurons) => "neurons",
             Ok(Layout::Unspecified) | Err(_) => "unspecified",
@@ -23,6 +25,9 @@ pub(super) fn write_datasets(out: &mut impl Write, datasets: &[DatasetInfo]) -> 
         write!(out, "{}\t{}\t{layout}", dataset.name, dataset.uri)?;
         if dataset.is_default {
             write!(out, "\t(default)")?;
+        }
+        if !dataset.unavailable.is_empty() {
+            write!(out, "\t{}", dataset.unavailable)?;
         }
         writeln!(out)?;
     }
@@ -270,17 +275,27 @@ mod tests {
                 uri: "file:///data/xl".into(),
                 layout: Layout::Flat.into(),
                 is_default: true,
+                unavailable: String::new(),
             },
             DatasetInfo {
                 name: "small".into(),
                 uri: "az://openaipublic/x".into(),
                 layout: Layout::Neurons.into(),
                 is_default: false,
+                unavailable: String::new(),
+            },
+            DatasetInfo {
+                name: "down".into(),
+                uri: "s3://bucket/x".into(),
+                layout: Layout::Unspecified.into(),
+                is_default: false,
+                unavailable: "reading x/manifest.json failed".into(),
             },
         ];
         assert_eq!(
             render(|out| write_datasets(out, &datasets)),
-            "gpt2-xl\tfile:///data/xl\tflat\t(default)\nsmall\taz://openaipublic/x\tneurons\n"
+            "gpt2-xl\tfile:///data/xl\tflat\t(default)\nsmall\taz://openaipublic/x\tneurons\n\
+             down\ts3://bucket/x\tunavailable\treading x/manifest.json failed\n"
         );
     }
 

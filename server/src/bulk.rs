@@ -27,7 +27,8 @@ use activations_format::{
 };
 
 use crate::{
-    dataset::{Dataset, Datasets},
+    dataset::Dataset,
+    datasets::Datasets,
     error::{ServiceError, Subject},
     store::StoreError,
     telemetry::{self, Failure},

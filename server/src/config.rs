@@ -9,6 +9,7 @@ use activations_format::layout::LayoutChoice;
 use crate::{
     bulk::BulkSettings,
     dataset::{DatasetSpec, OpenOptions},
+    datasets::Reopen,
     limits::Limits,
     location::StorageOptions,
     security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
@@ -86,6 +87,12 @@ pub struct Config {
     /// UNAVAILABLE.
     #[arg(long, env = "ACTIVATIONS_STORAGE_RETRY_BUDGET", default_value = "20s", value_parser = humantime::parse_duration)]
     pub storage_retry_budget: Duration,
+
+    /// The longest wait between two attempts to open a dataset whose store could not be read
+    /// (the first wait is 1s, each next one twice as long). The server serves its other
+    /// datasets meanwhile, and answers this one's calls UNAVAILABLE.
+    #[arg(long, env = "ACTIVATIONS_DATASET_REOPEN_MAX_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub dataset_reopen_max_delay: Duration,
 
     /// Neurons a `StreamNeuronSplits` call reads ahead of its client.
     #[arg(long, env = "ACTIVATIONS_BULK_READ_AHEAD", default_value_t = BulkSettings::DEFAULT.read_ahead)]
@@ -250,6 +257,14 @@ impl Config {
                 retry_budget: self.storage_retry_budget,
             },
             max_neuron_file_bytes: self.max_neuron_file_bytes,
+        }
+    }
+
+    /// The delays between attempts to open a dataset whose store is down.
+    pub fn reopen(&self) -> Reopen {
+        Reopen {
+            max_delay: self.dataset_reopen_max_delay,
+            ..Reopen::DEFAULT
         }
     }
 }

@@ -11,8 +11,8 @@ use activations_format::{
 };
 
 use crate::{
-    error::{ServiceError, excerpt},
-    location::{self, BUNDLED_NAME, BUNDLED_URI, Backend, Location, StorageOptions},
+    error::excerpt,
+    location::{self, Backend, Location, StorageOptions},
     metrics::{Metrics, ObservedStore, StorageMetrics},
     redact::redact,
     store::{
@@ -117,12 +117,51 @@ pub enum ConfigError {
         #[source]
         source: StoreError,
     },
-    #[error("dataset {name:?}: listing its root to detect the layout failed: {source}")]
-    Detect {
+    /// Not a configuration error: the store could not be read. The server starts without the
+    /// dataset, answers its calls `UNAVAILABLE`, and keeps trying to open it.
+    #[error("dataset {name:?}: {doing} failed: {cause}")]
+    Unreachable {
         name: String,
-        #[source]
-        source: StoreError,
+        doing: String,
+        cause: String,
     },
+}
+
+impl ConfigError {
+    /// Whether the store, rather than the configuration, is at fault: it could not be reached
+    /// or refused to answer. Such a dataset is opened again later; every other error is the
+    /// configuration's, and stops the server's startup.
+    pub fn is_store_fault(&self) -> bool {
+        matches!(self, ConfigError::Unreachable { .. })
+    }
+
+    /// The fault of an [`ConfigError::Unreachable`] store: its message without the figures
+    /// of the attempt (the words that begin with a digit: how long it took, how many retries),
+    /// so that it is the same from one attempt to the next while the store fails the same way.
+    pub fn store_fault(&self) -> Option<String> {
+        match self {
+            ConfigError::Unreachable { .. } => Some(
+                self.to_string()
+                    .split_whitespace()
+                    .filter(|word| !word.starts_with(|c: char| c.is_ascii_digit()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn unreachable(
+        name: &str,
+        doing: impl Into<String>,
+        cause: impl fmt::Display,
+    ) -> Self {
+        ConfigError::Unreachable {
+            name: name.to_string(),
+            doing: doing.into(),
+            cause: cause.to_string(),
+        }
+    }
 }
 
 /// Settings that apply to every dataset a server opens.
@@ -171,17 +210,7 @@ impl Dataset {
         Self::open_with(spec, options, true, None).await
     }
 
-    /// [`Dataset::open`], recording the dataset's storage reads, HTTP requests and cache
-    /// figures into `metrics`.
-    pub async fn open_observed(
-        spec: &DatasetSpec,
-        options: &OpenOptions,
-        metrics: &Metrics,
-    ) -> Result<Dataset, ConfigError> {
-        Self::open_with(spec, options, true, Some(metrics)).await
-    }
-
-    async fn open_with(
+    pub(crate) async fn open_with(
         spec: &DatasetSpec,
         options: &OpenOptions,
         use_declared_shape: bool,
@@ -228,11 +257,18 @@ impl Dataset {
             None => match read_manifest(store.as_ref(), &root).await {
                 Ok(Some((shape, layout))) => (Some(shape), layout),
                 Ok(None) => (None, None),
-                Err(reason) => {
+                Err(ManifestError::Invalid(reason)) => {
                     return Err(ConfigError::Manifest {
                         name: spec.name.clone(),
                         reason,
                     });
+                }
+                Err(ManifestError::Unreadable { path, cause }) => {
+                    return Err(ConfigError::unreachable(
+                        &spec.name,
+                        format!("reading {path}"),
+                        &cause,
+                    ));
                 }
             },
         };
@@ -345,11 +381,22 @@ pub async fn list_shape(uri: &str, options: &OpenOptions) -> Result<(Shape, Layo
     Ok((Shape::from_listing(listed), dataset.layout))
 }
 
+/// Why `manifest.json` gave no shape.
+enum ManifestError {
+    /// It is not a manifest: the configuration's fault.
+    Invalid(String),
+    /// It could not be read: the store's.
+    Unreadable {
+        path: Path,
+        cause: object_store::Error,
+    },
+}
+
 /// Reads `manifest.json` at the root: `Ok(None)` if there is none.
 async fn read_manifest(
     store: &dyn ObjectStore,
     root: &Path,
-) -> Result<Option<(Shape, Option<Layout>)>, String> {
+) -> Result<Option<(Shape, Option<Layout>)>, ManifestError> {
     let path = root.clone().join(MANIFEST_FILE);
     let bytes = match store.get(&path).await {
         Ok(found) => found.bytes().await,
@@ -358,9 +405,9 @@ async fn read_manifest(
     match bytes {
         Ok(bytes) => Shape::from_manifest(&bytes)
             .map(Some)
-            .map_err(|e| format!("{path}: {e}")),
+            .map_err(|e| ManifestError::Invalid(format!("{path}: {e}"))),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(format!("reading {path} failed: {e}")),
+        Err(cause) => Err(ManifestError::Unreadable { path, cause }),
     }
 }
 
@@ -378,23 +425,30 @@ async fn detect_layout(
             Ok(Some(layout)) => return Ok(layout),
             Ok(None) => {}
             Err(StoreError::NotFound { .. } | StoreError::Denied { .. }) => {}
-            Err(source) => {
-                return Err(ConfigError::Detect {
-                    name: name.to_string(),
-                    source,
-                });
+            Err(cause) => {
+                return Err(ConfigError::unreachable(
+                    name,
+                    "listing its root to detect the layout",
+                    &cause,
+                ));
             }
         }
     }
     if let Some((layer, neuron)) = shape.and_then(Shape::first_neuron) {
         let key = NeuronKey::new(layer, neuron);
         for layout in [Layout::Flat, Layout::Neurons] {
-            if store
-                .head(&below(root, &layout.neuron_file(key)))
-                .await
-                .is_ok()
-            {
-                return Ok(layout);
+            let path = below(root, &layout.neuron_file(key));
+            match store.head(&path).await {
+                Ok(_) => return Ok(layout),
+                Err(object_store::Error::NotFound { .. }) => {}
+                // A store that does not answer must not make the guess below.
+                Err(cause) => {
+                    return Err(ConfigError::unreachable(
+                        name,
+                        format!("looking for {path} to detect the layout"),
+                        &cause,
+                    ));
+                }
             }
         }
     }
@@ -418,6 +472,9 @@ async fn check_not_empty(
     let store = store.as_ref();
     let layers = match files.layers().await {
         Ok(layers) => layers,
+        Err(cause @ StoreError::Unavailable { .. }) => {
+            return Err(ConfigError::unreachable(name, "listing its layers", &cause));
+        }
         // Whether it is empty cannot be told; its calls will say what is wrong.
         Err(_) => return Ok(()),
     };
@@ -486,118 +543,9 @@ async fn list_directories(store: &dyn ObjectStore, root: &Path) -> Vec<String> {
     }
 }
 
-/// Every dataset of a server; the first is the default.
-#[derive(Debug, Clone)]
-pub struct Datasets {
-    entries: Arc<[Arc<Dataset>]>,
-}
-
-impl Datasets {
-    /// Opens each spec in order; with none, the bundled sample. The cache budget is shared
-    /// out evenly between the datasets.
-    pub async fn open(specs: &[DatasetSpec], options: &OpenOptions) -> Result<Self, ConfigError> {
-        Self::open_all(specs, options, None).await
-    }
-
-    /// [`Datasets::open`], each dataset recording its storage and cache figures into
-    /// `metrics`.
-    pub async fn open_observed(
-        specs: &[DatasetSpec],
-        options: &OpenOptions,
-        metrics: &Metrics,
-    ) -> Result<Self, ConfigError> {
-        Self::open_all(specs, options, Some(metrics)).await
-    }
-
-    async fn open_all(
-        specs: &[DatasetSpec],
-        options: &OpenOptions,
-        metrics: Option<&Metrics>,
-    ) -> Result<Self, ConfigError> {
-        let bundled = [DatasetSpec {
-            name: BUNDLED_NAME.to_string(),
-            uri: BUNDLED_URI.to_string(),
-        }];
-        let specs = if specs.is_empty() {
-            &bundled[..]
-        } else {
-            specs
-        };
-        let mut options = *options;
-        options.cache.max_bytes /= specs.len() as u64;
-        let mut entries = Vec::with_capacity(specs.len());
-        for spec in specs {
-            entries.push(Dataset::open_with(spec, &options, true, metrics).await?);
-        }
-        Self::new(entries)
-    }
-
-    /// The given datasets; the first is the default. At least one is required.
-    pub fn new(entries: Vec<Dataset>) -> Result<Self, ConfigError> {
-        if entries.is_empty() {
-            return Err(ConfigError::NoDatasets);
-        }
-        for (i, dataset) in entries.iter().enumerate() {
-            if entries[..i].iter().any(|d| d.name == dataset.name) {
-                return Err(ConfigError::DuplicateName {
-                    name: dataset.name.clone(),
-                });
-            }
-        }
-        Ok(Datasets {
-            entries: entries.into_iter().map(Arc::new).collect(),
-        })
-    }
-
-    /// The dataset a request names; the empty name is the default dataset.
-    pub fn get(&self, name: &str) -> Result<&Arc<Dataset>, ServiceError> {
-        if name.is_empty() {
-            return Ok(self.default());
-        }
-        if !is_dataset_name(name) {
-            return Err(ServiceError::invalid(
-                "dataset",
-                format!(
-                    "{} is not a dataset name: a name is 1 to {MAX_DATASET_NAME_BYTES} letters, \
-                     digits, '-', '_' and '.' (ListDatasets lists this server's)",
-                    excerpt(name)
-                ),
-            ));
-        }
-        self.entries
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| ServiceError::UnknownDataset {
-                name: name.to_string(),
-                known: self.entries.iter().map(|d| d.name.clone()).collect(),
-            })
-    }
-
-    pub fn default(&self) -> &Arc<Dataset> {
-        &self.entries[0]
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Dataset>> {
-        self.entries.iter()
-    }
-}
-
-impl fmt::Display for Datasets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.entries.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
-            }
-            write!(f, "{}={} ({} layout)", d.name, d.uri, d.layout)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use activations_format::neuron::NeuronKey;
 
     fn fixed(layout: Layout) -> OpenOptions {
         OpenOptions {
@@ -623,17 +571,6 @@ mod tests {
         assert!("=/data".parse::<DatasetSpec>().is_err());
         assert!("bad name=/data".parse::<DatasetSpec>().is_err());
         assert!("x=".parse::<DatasetSpec>().is_err());
-    }
-
-    #[tokio::test]
-    async fn no_dataset_serves_the_bundled_sample() {
-        let datasets = Datasets::open(&[], &OpenOptions::default()).await.unwrap();
-        let sample = datasets.get("").unwrap();
-        assert_eq!(sample.name, BUNDLED_NAME);
-        assert_eq!(sample.layout, Layout::Flat);
-        assert_eq!(sample.store.layers().await.unwrap(), vec![1]);
-        let record = sample.store.neuron(NeuronKey::new(1, 1)).await.unwrap();
-        assert_eq!(record.random_sample.len(), 50);
     }
 
     #[tokio::test]
@@ -692,6 +629,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_store_fault_is_the_same_from_one_attempt_to_the_next() {
+        let attempt = |took: &str, status: u16| ConfigError::Unreachable {
+            name: "xl".into(),
+            doing: "reading x/manifest.json".into(),
+            cause: format!(
+                "Error performing GET http://127.0.0.1:9000/x/manifest.json in {took}, after 1 \
+                 retries - status code: {status}"
+            ),
+        };
+        let fault = |error: ConfigError| error.store_fault().unwrap();
+        assert_eq!(fault(attempt("52.1ms", 503)), fault(attempt("1.002s", 500)));
+        assert!(fault(attempt("52ms", 503)).contains("http://127.0.0.1:9000/x/manifest.json"));
+        let other = ConfigError::unreachable("xl", "listing its layers", "status code: 503");
+        assert_ne!(fault(attempt("52ms", 503)), fault(other));
+        let config = ConfigError::NoDatasets;
+        assert!(!config.is_store_fault() && config.store_fault().is_none());
+    }
+
     #[tokio::test]
     async fn bad_locations_fail_at_startup_naming_the_dataset() {
         let missing = Dataset::open(&spec("gone", "/no/such/dir"), &OpenOptions::default())
@@ -709,21 +665,5 @@ mod tests {
             matches!(scheme, ConfigError::UnsupportedUri { .. }),
             "{scheme}"
         );
-    }
-
-    #[tokio::test]
-    async fn unknown_dataset_lists_the_known_ones() {
-        let datasets = Datasets::open(&[], &OpenOptions::default()).await.unwrap();
-        let err = datasets.get("nope").unwrap_err();
-        assert!(err.to_string().contains(BUNDLED_NAME), "{err}");
-    }
-
-    #[tokio::test]
-    async fn duplicate_dataset_names_are_refused() {
-        let same = [spec("a", BUNDLED_URI), spec("a", BUNDLED_URI)];
-        let err = Datasets::open(&same, &OpenOptions::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ConfigError::DuplicateName { .. }), "{err}");
     }
 }

@@ -50,6 +50,16 @@ pub enum ServiceError {
     #[error("unknown dataset {name:?}; this server serves: {}", known.join(", "))]
     UnknownDataset { name: String, known: Vec<String> },
 
+    #[error(
+        "dataset {name:?} is not available: {cause}; the server keeps trying to open it \
+         (retry after {retry_after:?}, or read another dataset)"
+    )]
+    DatasetUnavailable {
+        name: String,
+        cause: String,
+        retry_after: Duration,
+    },
+
     #[error("invalid {field}: {description}")]
     InvalidArgument {
         field: &'static str,
@@ -197,6 +207,9 @@ impl ServiceError {
             }
             ServiceError::Unauthenticated(refusal) => (Code::Unauthenticated, refusal.reason()),
             ServiceError::Overloaded { .. } => (Code::ResourceExhausted, ErrorReason::Overloaded),
+            ServiceError::DatasetUnavailable { .. } => {
+                (Code::Unavailable, ErrorReason::DatasetUnavailable)
+            }
             ServiceError::RequestTooLarge { .. } => {
                 (Code::ResourceExhausted, ErrorReason::RequestTooLarge)
             }
@@ -258,6 +271,15 @@ impl ServiceError {
                     "",
                     format!("known datasets: {}", known.join(", ")),
                 );
+                metadata.insert("dataset".to_string(), name.clone());
+            }
+            ServiceError::DatasetUnavailable {
+                name,
+                cause,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(*retry_after));
+                details.set_resource_info("dataset", name, "", cause);
                 metadata.insert("dataset".to_string(), name.clone());
             }
             ServiceError::InvalidArgument { field, description } => {

@@ -15,8 +15,10 @@
 //!   GCS, plain HTTP), with timeouts and retries.
 //! - [`store`]: the `NeuronStore` trait, its `object_store`-backed implementation, and the
 //!   wrappers that cache and answer listings from a declared shape.
-//! - [`dataset`]: named datasets opened from `NAME=URI` settings; [`redact`]: how a dataset's
-//!   URI is shown everywhere, without its credentials.
+//! - [`dataset`]: named datasets opened from `NAME=URI` settings; [`datasets`]: a server's
+//!   datasets, a dataset whose store is down at startup served as unavailable and opened again
+//!   in the background; [`redact`]: how a dataset's URI is shown everywhere, without its
+//!   credentials.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
 //! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
@@ -39,6 +41,7 @@ pub mod bulk;
 mod call_body;
 pub mod config;
 pub mod dataset;
+pub mod datasets;
 pub mod error;
 mod handshake;
 mod idle;
@@ -56,5 +59,6 @@ pub mod store;
 pub mod telemetry;
 pub mod upstream;
 
-pub use dataset::{Dataset, DatasetSpec, Datasets};
+pub use dataset::{Dataset, DatasetSpec};
+pub use datasets::Datasets;
 pub use server::{Ready, ServeConfig, serve};

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tonic::{codec::CompressionEncoding, transport::server::TcpIncoming};
 
 use crate::{
-    dataset::Datasets,
+    datasets::{DatasetState, Datasets, HEALTH_PREFIX},
     handshake::{self, Opening, Transport},
     limits::{Limits, LimitsLayer},
     security::{AuthLayer, Security},
@@ -122,7 +122,7 @@ enum Line {
 /// finish.
 ///
 /// Besides `ActivationService` it serves `grpc.health.v1.Health` (SERVING for the whole server
-/// and for the service by name) and server reflection v1 and v1alpha, so every grpcurl version
+/// and for the service by name; each dataset as `dataset/NAME`, SERVING once it is open) and server reflection v1 and v1alpha, so every grpcurl version
 /// can list, describe and call without `.proto` files. Responses are gzip- or zstd-compressed
 /// when the client accepts it, and compressed requests are accepted.
 ///
@@ -147,6 +147,7 @@ pub async fn serve(
     health
         .set_serving::<ActivationServiceServer<ActivationsService>>()
         .await;
+    let datasets_health = report_datasets(service.datasets().clone(), health.clone());
 
     // Both reflection versions describe every service, each other included, so a client that
     // speaks either sees the whole server.
@@ -161,6 +162,12 @@ pub async fn serve(
             )
     };
     let reflection_v1 = reflection().build_v1()?;
+    let dataset_names: Vec<String> = service
+        .datasets()
+        .states()
+        .iter()
+        .map(|state| state.name().to_string())
+        .collect();
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // Every call gets a span, a log line when it ends, and its metrics if there are any.
@@ -205,7 +212,19 @@ pub async fn serve(
             let _ = closed.await;
         });
     let sequence = async {
-        shutdown.await;
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = datasets_health => shutdown.await,
+        }
+        for dataset in &dataset_names {
+            health
+                .set_service_status(
+                    health_name(dataset),
+                    tonic_health::ServingStatus::NotServing,
+                )
+                .await;
+        }
         health
             .set_not_serving::<ActivationServiceServer<ActivationsService>>()
             .await;
@@ -227,6 +246,32 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// A dataset's name in the health service.
+fn health_name(dataset: &str) -> String {
+    format!("{HEALTH_PREFIX}{dataset}")
+}
+
+/// Keeps each dataset's health (`dataset/NAME`) up to date: `SERVING` once it is open,
+/// `NOT_SERVING` while its store cannot be read.
+async fn report_datasets(datasets: Datasets, health: tonic_health::server::HealthReporter) {
+    let mut changes = datasets.changes();
+    loop {
+        changes.mark_unchanged();
+        for state in datasets.states() {
+            let status = match state {
+                DatasetState::Open(_) => tonic_health::ServingStatus::Serving,
+                DatasetState::Unavailable { .. } => tonic_health::ServingStatus::NotServing,
+            };
+            health
+                .set_service_status(health_name(state.name()), status)
+                .await;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

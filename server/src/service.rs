@@ -15,7 +15,8 @@ use activations_format::{
 
 use crate::{
     bulk::BulkSettings,
-    dataset::{Dataset, Datasets},
+    dataset::Dataset,
+    datasets::{DatasetState, Datasets},
     error::{ServiceError, Subject},
     metrics::Metrics,
     page_token::{self, PageToken},
@@ -87,6 +88,11 @@ impl ActivationsService {
     }
 
     /// Sets the limits of `StreamNeuronSplits`.
+    /// The datasets it serves.
+    pub fn datasets(&self) -> &Datasets {
+        &self.datasets
+    }
+
     pub fn with_bulk_settings(mut self, bulk: BulkSettings) -> Self {
         self.bulk = bulk;
         self
@@ -112,7 +118,7 @@ impl ActivationsService {
     /// The name of the dataset a request names: the default's for the empty name.
     fn dataset_name<'a>(&'a self, requested: &'a str) -> &'a str {
         match requested {
-            "" => &self.datasets.default().name,
+            "" => self.datasets.default_name(),
             name => name,
         }
     }
@@ -296,15 +302,26 @@ impl ActivationService for ActivationsService {
         &self,
         _request: Request<wire::ListDatasetsRequest>,
     ) -> Result<Response<wire::ListDatasetsResponse>, Status> {
-        let default = self.datasets.default().name.clone();
+        let default = self.datasets.default_name();
         let datasets = self
             .datasets
-            .iter()
-            .map(|d| wire::DatasetInfo {
-                name: d.name.clone(),
-                uri: d.uri.clone(),
-                layout: wire::Layout::from(d.layout).into(),
-                is_default: d.name == default,
+            .states()
+            .into_iter()
+            .map(|state| match state {
+                DatasetState::Open(d) => wire::DatasetInfo {
+                    is_default: d.name == default,
+                    name: d.name.clone(),
+                    uri: d.uri.clone(),
+                    layout: wire::Layout::from(d.layout).into(),
+                    unavailable: String::new(),
+                },
+                DatasetState::Unavailable { name, uri, cause } => wire::DatasetInfo {
+                    is_default: name == default,
+                    name,
+                    uri,
+                    layout: wire::Layout::Unspecified.into(),
+                    unavailable: cause,
+                },
             })
             .collect();
         Ok(Response::new(wire::ListDatasetsResponse { datasets }))

@@ -101,7 +101,7 @@ mod tests {
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
-    use crate::{dataset::Datasets, dataset::OpenOptions, service::ActivationsService};
+    use crate::{dataset::OpenOptions, datasets::Datasets, service::ActivationsService};
 
     /// An HTTP server on 127.0.0.1:0 that answers every request with `status`.
     async fn answering(status: u16) -> String {

@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod newcomer;
 mod oracle;
+mod outage;
 mod python_client;
 mod sdk;
 mod secrets;

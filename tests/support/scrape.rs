@@ -3,8 +3,8 @@
 use std::{collections::BTreeMap, net::SocketAddr};
 
 use activations_server::{
-    DatasetSpec, Datasets, dataset::OpenOptions, location::StorageOptions, metrics::Metrics,
-    service::ActivationsService,
+    DatasetSpec, Datasets, dataset::OpenOptions, datasets::Reopen, location::StorageOptions,
+    metrics::Metrics, service::ActivationsService,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -88,7 +88,7 @@ pub async fn serve_observed(
         ..OpenOptions::default()
     };
     let metrics = Metrics::new();
-    let datasets = Datasets::open_observed(&specs, &options, &metrics)
+    let datasets = Datasets::open_observed(&specs, &options, Reopen::DEFAULT, Some(&metrics))
         .await
         .unwrap_or_else(|e| panic!("opening {specs:?}: {e}"));
     let server =

@@ -1,7 +1,7 @@
 //! `activations-server`: see `activations-server --help`.
 
 use activations_server::{
-    Ready, ServeConfig, config::Config, dataset::Datasets, metrics::Metrics,
+    Ready, ServeConfig, config::Config, datasets::Datasets, metrics::Metrics,
     service::ActivationsService, telemetry,
 };
 use clap::Parser;
@@ -48,10 +48,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let security = config.security()?;
     let metrics = config.metrics_listen.map(|_| Metrics::new());
     let options = config.open_options();
-    let datasets = match &metrics {
-        Some(metrics) => Datasets::open_observed(&config.datasets, &options, metrics).await?,
-        None => Datasets::open(&config.datasets, &options).await?,
-    };
+    let datasets = Datasets::open_observed(
+        &config.datasets,
+        &options,
+        config.reopen(),
+        metrics.as_ref(),
+    )
+    .await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
