@@ -1,9 +1,10 @@
 //! `StreamNeuronSplits`: the requested splits of many neurons in one resumable stream.
 //!
 //! The selection becomes a lazy sequence of neurons; each is read and cut into its splits by a
-//! task, and at most [`BulkSettings::read_ahead`] of those tasks run at once (`buffered`,
-//! which also keeps selection order). tonic polls the stream only when the connection can take
-//! more, so a slow client holds the server at `read_ahead` neurons in memory, not the
+//! task, and a window of those tasks runs ahead of the client ([`ReadAhead`], which also keeps
+//! selection order): at least [`BulkSettings::read_ahead`], wider as the storage's latency
+//! calls for, within the server's byte budget. tonic polls the stream only when the connection
+//! can take more, so a slow client holds the server at its window in memory, not the
 //! selection; the tasks keep reading while the connection sends. Dropping the stream (a
 //! cancelled call) aborts the reads in flight.
 //!
@@ -30,6 +31,7 @@ use crate::{
     dataset::Dataset,
     datasets::Datasets,
     error::{ServiceError, Subject},
+    read_ahead::{Budget, ReadAhead},
     store::StoreError,
     telemetry::{self, Failure},
 };
@@ -37,8 +39,12 @@ use crate::{
 /// Limits of `StreamNeuronSplits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BulkSettings {
-    /// Neurons read and cut ahead of the client, per stream.
+    /// Neurons read and cut ahead of the client, per stream, at least: the window grows from
+    /// there as the storage's latency calls for (see [`crate::read_ahead`]).
     pub read_ahead: usize,
+    /// Bytes of read-ahead the whole server may hold: reads in flight and neurons read but not
+    /// yet sent, over every stream.
+    pub read_ahead_bytes: u64,
     /// A neuron's records are split over several messages beyond this many bytes.
     pub message_bytes: usize,
     /// Most neurons an explicit list may name.
@@ -48,6 +54,7 @@ pub struct BulkSettings {
 impl BulkSettings {
     pub const DEFAULT: BulkSettings = BulkSettings {
         read_ahead: 16,
+        read_ahead_bytes: 128 << 20,
         message_bytes: 1 << 20,
         max_listed_neurons: 100_000,
     };
@@ -70,6 +77,7 @@ const MAX_RECORD_BYTES: usize = 3 << 20;
 pub async fn stream(
     datasets: &Datasets,
     settings: &BulkSettings,
+    budget: &Budget,
     request: wire::StreamNeuronSplitsRequest,
 ) -> Result<NeuronSplitsStream, ServiceError> {
     let dataset = datasets.get(&request.dataset)?.clone();
@@ -95,33 +103,39 @@ pub async fn stream(
         stream,
         message_bytes: settings.message_bytes.max(1),
     });
-    let messages = keys
-        .map(move |item| {
-            let job = job.clone();
-            async move {
-                let (position, key) = item?;
-                // Each read runs as a task of its own, so the neurons ahead are read and
-                // parsed while the connection is busy sending, not only when it polls.
-                let name = job.dataset.name.clone();
-                let read =
-                    tokio::spawn(async move { job.neuron(position, key).await }.in_current_span());
-                AbortOnDrop(read).await.unwrap_or_else(|join| {
-                    Err(ServiceError::store(
-                        &name,
-                        Subject::Neuron(key),
-                        StoreError::Internal {
-                            path: String::new(),
-                            detail: format!("reading the neuron failed: {join}"),
-                        },
-                    ))
-                })
-            }
-        })
-        .buffered(settings.read_ahead.max(1))
+    let read = move |item: Keyed| {
+        let job = job.clone();
+        async move {
+            let (position, key) = item?;
+            // Each read runs as a task of its own, so the neurons ahead are read and parsed
+            // while the connection is busy sending, not only when it polls.
+            let name = job.dataset.name.clone();
+            let read =
+                tokio::spawn(async move { job.neuron(position, key).await }.in_current_span());
+            AbortOnDrop(read).await.unwrap_or_else(|join| {
+                Err(ServiceError::store(
+                    &name,
+                    Subject::Neuron(key),
+                    StoreError::Internal {
+                        path: String::new(),
+                        detail: format!("reading the neuron failed: {join}"),
+                    },
+                ))
+            })
+        }
+    };
+    let messages = ReadAhead::new(keys, settings.read_ahead, budget.clone(), weigh, read)
         .map_ok(|messages| futures::stream::iter(messages.into_iter().map(Ok::<_, ServiceError>)))
         .try_flatten()
         .map_err(Status::from);
     Ok(Box::pin(stop_after_error(messages)))
+}
+
+/// The bytes a neuron's messages hold while they wait to be sent.
+fn weigh(messages: &Result<Vec<wire::NeuronSplits>, ServiceError>) -> usize {
+    messages.as_ref().map_or(0, |messages| {
+        messages.iter().map(Message::encoded_len).sum()
+    })
 }
 
 /// A spawned task that is aborted when its handle is dropped: a cancelled stream stops the

@@ -94,9 +94,15 @@ pub struct Config {
     #[arg(long, env = "ACTIVATIONS_DATASET_REOPEN_MAX_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
     pub dataset_reopen_max_delay: Duration,
 
-    /// Neurons a `StreamNeuronSplits` call reads ahead of its client.
+    /// Neurons a `StreamNeuronSplits` call reads ahead of its client, at least: the window
+    /// grows from there while the client waits on storage (see --bulk-read-ahead-bytes).
     #[arg(long, env = "ACTIVATIONS_BULK_READ_AHEAD", default_value_t = BulkSettings::DEFAULT.read_ahead)]
     pub bulk_read_ahead: usize,
+
+    /// Memory for read-ahead, over every `StreamNeuronSplits` call together: neurons being
+    /// read and neurons read but not yet sent. Beside --cache-bytes, not part of it.
+    #[arg(long, env = "ACTIVATIONS_BULK_READ_AHEAD_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub bulk_read_ahead_bytes: u64,
 
     /// Most neurons a `StreamNeuronSplits` request may list explicitly.
     #[arg(long, env = "ACTIVATIONS_BULK_MAX_LISTED", default_value_t = BulkSettings::DEFAULT.max_listed_neurons)]
@@ -236,6 +242,7 @@ impl Config {
     pub fn bulk_settings(&self) -> BulkSettings {
         BulkSettings {
             read_ahead: self.bulk_read_ahead.max(1),
+            read_ahead_bytes: self.bulk_read_ahead_bytes,
             max_listed_neurons: self.bulk_max_listed,
             ..BulkSettings::DEFAULT
         }

@@ -20,7 +20,9 @@
 //!   in the background; [`redact`]: how a dataset's URI is shown everywhere, without its
 //!   credentials.
 //! - [`service`]: the `ActivationService` handlers; [`error`] turns failures into statuses.
-//! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable, read-ahead stream.
+//! - [`bulk`]: `StreamNeuronSplits`, many neurons' splits in one resumable stream, read ahead
+//!   by [`read_ahead`]: a window that follows the storage's latency, in a server-wide byte
+//!   budget.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
 //! - [`upstream`]: the facts the dependencies (object_store, tonic) give only as text.
 //! - [`routes`]: which service a call's path names (health and reflection are treated apart).
@@ -49,6 +51,7 @@ pub mod limits;
 pub mod location;
 pub mod metrics;
 pub mod page_token;
+pub mod read_ahead;
 pub mod redact;
 pub mod routes;
 pub mod security;

@@ -20,6 +20,7 @@ use crate::{
     error::{ServiceError, Subject},
     metrics::Metrics,
     page_token::{self, PageToken},
+    read_ahead::Budget,
     telemetry,
 };
 
@@ -28,6 +29,8 @@ use crate::{
 pub struct ActivationsService {
     datasets: Datasets,
     bulk: BulkSettings,
+    /// The bulk streams' read-ahead budget, shared by all of them.
+    budget: Budget,
     metrics: Option<Metrics>,
     max_page_size: usize,
     max_response_bytes: usize,
@@ -38,6 +41,7 @@ impl ActivationsService {
         ActivationsService {
             datasets,
             bulk: BulkSettings::DEFAULT,
+            budget: Budget::new(BulkSettings::DEFAULT.read_ahead_bytes),
             metrics: None,
             max_page_size: page_token::MAX_PAGE_SIZE,
             max_response_bytes: crate::limits::Limits::DEFAULT.max_response_bytes,
@@ -95,6 +99,7 @@ impl ActivationsService {
 
     pub fn with_bulk_settings(mut self, bulk: BulkSettings) -> Self {
         self.bulk = bulk;
+        self.budget = Budget::new(bulk.read_ahead_bytes);
         self
     }
 
@@ -196,7 +201,7 @@ impl ActivationService for ActivationsService {
         if let Some(selection) = &request.selection {
             telemetry::record_selection(telemetry::SelectionSummary(selection));
         }
-        let stream = crate::bulk::stream(&self.datasets, &self.bulk, request).await?;
+        let stream = crate::bulk::stream(&self.datasets, &self.bulk, &self.budget, request).await?;
         let named = stream.map(|item| {
             item.map(|message| {
                 let id = message

@@ -24,6 +24,7 @@ use crate::upstream;
 pub use cache::{CacheConfig, CacheStats, CachedStore};
 pub use local::{Links, LocalDir};
 pub use object::{ObjectNeuronStore, below};
+pub use readers::saturated as readers_saturated;
 pub use shaped::ShapedStore;
 
 /// The default of `--max-neuron-file-bytes`: the public GPT-2 XL files are about 230 KB each,

@@ -16,7 +16,11 @@ use std::{
     num::NonZeroUsize,
     panic::AssertUnwindSafe,
     pin::pin,
-    sync::{Arc, LazyLock, Mutex, mpsc},
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     task::{Context, Poll, Wake, Waker},
     thread::{self, Thread},
 };
@@ -32,12 +36,24 @@ use super::{StoreError, too_large};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The number of reader threads: one per core.
+static THREADS: LazyLock<usize> =
+    LazyLock::new(|| thread::available_parallelism().map_or(2, NonZeroUsize::get));
+
+/// Jobs queued that no thread has taken yet.
+static BACKLOG: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the reader threads are saturated: as many jobs wait for a thread as there are
+/// threads. Reads started then wait on CPU, not storage, and come no faster for being many.
+pub fn saturated() -> bool {
+    BACKLOG.load(Ordering::Relaxed) >= *THREADS
+}
+
 /// The job queue; one thread per core takes from it.
 static QUEUE: LazyLock<mpsc::Sender<Job>> = LazyLock::new(|| {
     let (sender, receiver) = mpsc::channel::<Job>();
     let receiver = Arc::new(Mutex::new(receiver));
-    let threads = thread::available_parallelism().map_or(2, NonZeroUsize::get);
-    for index in 0..threads {
+    for index in 0..*THREADS {
         let receiver = Arc::clone(&receiver);
         let spawned = thread::Builder::new()
             .name(format!("neuron-reader-{index}"))
@@ -69,7 +85,9 @@ pub struct Failed(String);
 /// Runs `work` on a reader thread and waits for its answer.
 async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failed> {
     let (answer, answered) = oneshot::channel();
+    BACKLOG.fetch_add(1, Ordering::Relaxed);
     if QUEUE.send(job(work, answer)).is_err() {
+        BACKLOG.fetch_sub(1, Ordering::Relaxed);
         return Err(Failed("no neuron reader thread is running".to_string()));
     }
     answered
@@ -84,6 +102,7 @@ fn job<T: Send + 'static>(
     answer: oneshot::Sender<Result<T, Failed>>,
 ) -> Job {
     Box::new(move || {
+        BACKLOG.fetch_sub(1, Ordering::Relaxed);
         if answer.is_closed() {
             return;
         }
