@@ -105,17 +105,31 @@ impl Launcher {
         dataset_dir: &Path,
         cache_bytes: u64,
     ) -> Result<RunningServer, BenchError> {
+        self.start_uri(&dataset_dir.display().to_string(), cache_bytes)
+            .await
+    }
+
+    /// [`Launcher::start`] with the dataset at `uri` (any URI the server reads).
+    ///
+    /// # Errors
+    ///
+    /// As [`Launcher::start`].
+    pub async fn start_uri(
+        &self,
+        uri: &str,
+        cache_bytes: u64,
+    ) -> Result<RunningServer, BenchError> {
         match self {
             Launcher::Process { binary, .. } => {
                 let mut command = Command::new(binary);
                 command
                     .args(["--listen", "127.0.0.1:0", "--log", "info", "--dataset"])
-                    .arg(dataset_arg(dataset_dir))
+                    .arg(dataset_arg(uri))
                     .arg("--cache-bytes")
                     .arg(cache_bytes.to_string());
                 spawn(command, &[]).await
             }
-            Launcher::InProcess => serve_here(dataset_dir, cache_bytes).await,
+            Launcher::InProcess => serve_here(uri, cache_bytes).await,
             Launcher::External { url, pid, .. } => Ok(RunningServer {
                 url: url.clone(),
                 pid: *pid,
@@ -153,8 +167,8 @@ impl Launcher {
 }
 
 /// The `--dataset` value of the benchmark dataset.
-fn dataset_arg(dataset_dir: &Path) -> String {
-    format!("{DATASET_NAME}={}", dataset_dir.display())
+fn dataset_arg(uri: &str) -> String {
+    format!("{DATASET_NAME}={uri}")
 }
 
 /// Runs `command` with `input` on its stdin, until it prints its ready line.
@@ -222,10 +236,8 @@ async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, Benc
     })
 }
 
-async fn serve_here(dataset_dir: &Path, cache_bytes: u64) -> Result<RunningServer, BenchError> {
-    let spec: DatasetSpec = dataset_arg(dataset_dir)
-        .parse()
-        .map_err(BenchError::ServerStart)?;
+async fn serve_here(uri: &str, cache_bytes: u64) -> Result<RunningServer, BenchError> {
+    let spec: DatasetSpec = dataset_arg(uri).parse().map_err(BenchError::ServerStart)?;
     let options = OpenOptions {
         cache: CacheConfig {
             max_bytes: cache_bytes,

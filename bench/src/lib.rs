@@ -10,7 +10,9 @@
 //! - [`load`]: the closed-loop driver: N concurrent callers, a latency histogram.
 //! - [`echo`]: the warm ceiling, a gRPC server replaying pre-encoded responses (run as the
 //!   `activations-echo` process).
-//! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address.
+//! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address;
+//!   [`remote`]: bulk and cold reads from the web store at a set latency and bandwidth, against
+//!   their limit and the Python loader.
 //! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
 //! - [`soak`]: the soak: the release server behind an `activations-webstore` store that fails a share
 //!   of its requests, hundreds of checked callers, the server's process watched for leaks.
@@ -27,6 +29,7 @@ pub mod error;
 pub mod launcher;
 pub mod load;
 pub mod process_memory;
+pub mod remote;
 pub mod report;
 pub mod scenarios;
 pub mod soak;

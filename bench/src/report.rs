@@ -80,6 +80,8 @@ pub struct JsonReport<'a> {
     pub machine: &'a str,
     pub results: &'a Results,
     pub targets: Targets,
+    /// The remote-storage scenario, when it ran.
+    pub remote: Option<&'a crate::remote::RemoteResults>,
 }
 
 /// The scenarios as one markdown table, followed by the target ratios.

@@ -107,7 +107,7 @@ impl Plan {
     }
 
     /// The layout of the dataset's files: `neurons/` if that directory exists.
-    fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         if self.dataset_dir.join("neurons").is_dir() {
             Layout::Neurons
         } else {
@@ -328,8 +328,17 @@ async fn connect(
     plan: &Plan,
     compression: Option<Compression>,
 ) -> Result<ActivationsClient, BenchError> {
+    connect_to(&server.url, plan, compression).await
+}
+
+/// A client of the server at `url`, reading `plan`'s dataset.
+pub(crate) async fn connect_to(
+    url: &str,
+    plan: &Plan,
+    compression: Option<Compression>,
+) -> Result<ActivationsClient, BenchError> {
     ActivationsClient::builder()
-        .endpoint(server.url.clone())
+        .endpoint(url.to_string())
         .dataset(plan.dataset.clone())
         .compression(compression)
         .connect()
@@ -620,7 +629,9 @@ pub fn mib(bytes: u64) -> f64 {
 
 /// Drains a bulk stream, counting neurons, records and response bytes. A neuron served with an
 /// error fails the run: the benchmark data has none.
-async fn count_neurons(stream: NeuronSplitsStream) -> activations_client::Result<Delivered> {
+pub(crate) async fn count_neurons(
+    stream: NeuronSplitsStream,
+) -> activations_client::Result<Delivered> {
     stream
         .try_fold(Delivered::default(), |mut delivered, neuron| async move {
             let splits = neuron

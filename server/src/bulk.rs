@@ -32,7 +32,7 @@ use crate::{
     datasets::Datasets,
     error::{ServiceError, Subject},
     read_ahead::{Budget, ReadAhead},
-    store::StoreError,
+    store::{StoreError, heap_bytes},
     telemetry::{self, Failure},
 };
 
@@ -106,36 +106,43 @@ pub async fn stream(
     let read = move |item: Keyed| {
         let job = job.clone();
         async move {
-            let (position, key) = item?;
+            let (position, key) = match item {
+                Ok(keyed) => keyed,
+                Err(error) => return (Err(error), 0),
+            };
             // Each read runs as a task of its own, so the neurons ahead are read and parsed
             // while the connection is busy sending, not only when it polls.
             let name = job.dataset.name.clone();
             let read =
                 tokio::spawn(async move { job.neuron(position, key).await }.in_current_span());
             AbortOnDrop(read).await.unwrap_or_else(|join| {
-                Err(ServiceError::store(
+                let error = ServiceError::store(
                     &name,
                     Subject::Neuron(key),
                     StoreError::Internal {
                         path: String::new(),
                         detail: format!("reading the neuron failed: {join}"),
                     },
-                ))
+                );
+                (Err(error), 0)
             })
         }
     };
     let messages = ReadAhead::new(keys, settings.read_ahead, budget.clone(), weigh, read)
+        .map(|(messages, _)| messages)
         .map_ok(|messages| futures::stream::iter(messages.into_iter().map(Ok::<_, ServiceError>)))
         .try_flatten()
         .map_err(Status::from);
     Ok(Box::pin(stop_after_error(messages)))
 }
 
-/// The bytes a neuron's messages hold while they wait to be sent.
-fn weigh(messages: &Result<Vec<wire::NeuronSplits>, ServiceError>) -> usize {
-    messages.as_ref().map_or(0, |messages| {
+/// The bytes a neuron held while it was read (its parsed record) and holds while it waits to
+/// be sent (its messages): what its share of the read-ahead budget is estimated from.
+fn weigh((messages, record): &Read) -> usize {
+    let waiting = messages.as_ref().map_or(0, |messages| {
         messages.iter().map(Message::encoded_len).sum()
-    })
+    });
+    record + waiting
 }
 
 /// A spawned task that is aborted when its handle is dropped: a cancelled stream stops the
@@ -415,58 +422,71 @@ struct Job {
     message_bytes: usize,
 }
 
+/// One neuron's messages, and the bytes its parsed record held.
+type Read = (Result<Vec<wire::NeuronSplits>, ServiceError>, usize);
+
+/// The message of a neuron that failed: its error, in a stream that goes on. The observing
+/// layer never sees it, so it is logged here.
+fn failed(key: NeuronKey, cursor: String, error: ServiceError) -> wire::NeuronSplits {
+    let (code, reason) = error.code_and_reason();
+    let message = error.to_string();
+    let reason = Some(reason);
+    telemetry::log_failure(code, &Failure { reason, message });
+    wire::NeuronSplits {
+        neuron_id: Some(key.into()),
+        splits: Vec::new(),
+        error: Some(rpc_status(Status::from(error))),
+        continues: false,
+        cursor,
+    }
+}
+
 impl Job {
-    /// The messages of one neuron: its splits, or its error. Errors that concern the stream
-    /// rather than the neuron (storage unavailable, a bug) are returned as `Err`.
-    async fn neuron(
-        &self,
-        position: u64,
-        key: NeuronKey,
-    ) -> Result<Vec<wire::NeuronSplits>, ServiceError> {
+    /// The messages of one neuron: its splits, or its error, and the bytes its parsed record
+    /// held. Errors that concern the stream rather than the neuron (storage unavailable, a
+    /// bug) are returned as `Err`.
+    async fn neuron(&self, position: u64, key: NeuronKey) -> Read {
         let cursor = Cursor::new(self.stream, position, key.layer, key.neuron).encode();
-        // A neuron's failure is an item of a stream that goes on, not a failed call: the
-        // observing layer never sees it, so it is logged here.
-        let failed = |error: ServiceError| {
-            let (code, reason) = error.code_and_reason();
-            let message = error.to_string();
-            let reason = Some(reason);
-            telemetry::log_failure(code, &Failure { reason, message });
-            wire::NeuronSplits {
-                neuron_id: Some(key.into()),
-                splits: Vec::new(),
-                error: Some(rpc_status(Status::from(error))),
-                continues: false,
-                cursor: cursor.clone(),
+        match self.dataset.store.neuron(key).await {
+            Ok(record) => {
+                let held = heap_bytes(&record);
+                (self.cut(key, cursor, &record), held)
             }
-        };
-        let record = match self.dataset.store.neuron(key).await {
-            Ok(record) => record,
             Err(e) if is_about_the_neuron(&e) => {
-                return Ok(vec![failed(ServiceError::store(
+                let error = ServiceError::store(&self.dataset.name, Subject::Neuron(key), e);
+                (Ok(vec![failed(key, cursor, error)]), 0)
+            }
+            Err(e) => (
+                Err(ServiceError::store(
                     &self.dataset.name,
                     Subject::Neuron(key),
                     e,
-                ))]);
-            }
-            Err(e) => {
-                return Err(ServiceError::store(
-                    &self.dataset.name,
-                    Subject::Neuron(key),
-                    e,
-                ));
-            }
-        };
+                )),
+                0,
+            ),
+        }
+    }
+
+    /// A neuron's record cut into the stream's splits, in messages of at most `message_bytes`
+    /// (the last one carrying `cursor`), or the message of its error.
+    fn cut(
+        &self,
+        key: NeuronKey,
+        cursor: String,
+        record: &wire::NeuronRecord,
+    ) -> Result<Vec<wire::NeuronSplits>, ServiceError> {
+        let failed = |error| Ok(vec![failed(key, cursor.clone(), error)]);
         let mut plans = Vec::with_capacity(self.splits.len());
         for &split in &self.splits {
-            let plan = SplitPlan::for_record(split, self.n, &record);
+            let plan = SplitPlan::for_record(split, self.n, record);
             match plan {
                 Ok(plan) => plans.push((split, plan)),
                 Err(detail) => {
-                    return Ok(vec![failed(ServiceError::NotEnoughRecords {
+                    return failed(ServiceError::NotEnoughRecords {
                         dataset: self.dataset.name.clone(),
                         neuron: key,
                         detail,
-                    })]);
+                    });
                 }
             }
         }
@@ -475,17 +495,17 @@ impl Job {
         let mut size = 0;
         for (i, (_, plan)) in plans.iter().enumerate() {
             for (source, index) in plan.entries() {
-                let entry = split_record(&record, source, index);
+                let entry = split_record(record, source, index);
                 let len = entry.encoded_len();
                 if len > MAX_RECORD_BYTES {
-                    return Ok(vec![failed(ServiceError::invalid(
+                    return failed(ServiceError::invalid(
                         "selection",
                         format!(
                             "record {index} of the {} records of {key} is {len} bytes, too \
                              large for one message; read it with GetNeuronRecord",
                             source.field_name()
                         ),
-                    ))]);
+                    ));
                 }
                 if size > 0 && size + len > self.message_bytes {
                     current.continues = true;

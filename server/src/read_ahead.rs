@@ -203,6 +203,16 @@ impl<K: Send + 'static, T: Send + 'static> ReadAhead<K, T> {
     }
 }
 
+impl<K, T> Drop for ReadAhead<K, T> {
+    fn drop(&mut self) {
+        tracing::debug!(
+            window = self.window,
+            estimate = self.estimate,
+            "read-ahead of the stream at its end"
+        );
+    }
+}
+
 impl<K, T> std::fmt::Debug for ReadAhead<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadAhead")

@@ -11,6 +11,10 @@
 //! [`FaultyHttpServer::inject_always`]) for tests that need one failure at one place, and at
 //! random, a fraction of all requests ([`FaultyHttpServer::set_fault_rate`]), for the soak.
 //! [`FaultyHttpServer::counts`] says how many of each were injected.
+//!
+//! It can also answer as a store far away does ([`FaultyHttpServer::set_network`]): each
+//! response waits a time to first byte, and bodies are paced to a bandwidth per connection and
+//! one over all connections, for the benchmark of remote storage.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -39,6 +43,50 @@ use tokio::{
     net::TcpListener,
     task::{JoinHandle, JoinSet},
 };
+
+/// How the store's network behaves ([`FaultyHttpServer::set_network`]). The default is this
+/// machine's loopback: no wait, no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// Waited before each response (time to first byte), as a blob store's GET waits.
+    pub first_byte: Duration,
+    /// Bytes a second of one connection's response bodies; `None`: no cap.
+    pub per_connection: Option<u64>,
+    /// Bytes a second of every response body together; `None`: no cap.
+    pub total: Option<u64>,
+}
+
+/// A bandwidth cap: a rate limiter whose cells are [`PACE_UNIT`] bytes.
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// The bytes one cell of a [`Limiter`] stands for.
+const PACE_UNIT: usize = 1024;
+
+/// Paced bodies are sent in pieces of this many bytes.
+const PACE_PIECE: usize = 16 * PACE_UNIT;
+
+/// A cap of `bytes_per_second`, empty at first. Its burst is 5 ms of its rate (at least four
+/// pieces): a timer wakes a paced body about once a millisecond, so a burst of a few pieces
+/// would hold a fast cap far below its rate.
+fn limiter(bytes_per_second: u64) -> Arc<Limiter> {
+    let cells = u32::try_from(bytes_per_second / PACE_UNIT as u64)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let burst = (cells / 200).max((4 * PACE_PIECE / PACE_UNIT) as u32);
+    let burst = std::num::NonZeroU32::new(burst).expect("not 0");
+    let quota = governor::Quota::per_second(std::num::NonZeroU32::new(cells).expect("at least 1"))
+        .allow_burst(burst);
+    let limiter = governor::RateLimiter::direct(quota);
+    // A new connection does not start with a burst in hand.
+    let _ = limiter.check_n(burst);
+    Arc::new(limiter)
+}
+
+/// The caps a body is paced by: its connection's and the total.
+#[derive(Clone, Default)]
+struct Pacing {
+    caps: Vec<Arc<Limiter>>,
+}
 
 /// A fault injected into a `GET` or `HEAD` of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +207,9 @@ struct State {
     counts: FaultCounts,
     requests: HashMap<String, usize>,
     abandoned: HashMap<String, usize>,
+    network: Network,
+    /// The cap over all connections, per [`Network::total`].
+    total_cap: Option<Arc<Limiter>>,
 }
 
 /// A file's content (or where to read it) and its identity.
@@ -242,6 +293,8 @@ impl FaultyHttpServer {
             counts: FaultCounts::default(),
             requests: HashMap::new(),
             abandoned: HashMap::new(),
+            network: Network::default(),
+            total_cap: None,
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
@@ -251,6 +304,15 @@ impl FaultyHttpServer {
         let listener = TcpListener::from_std(listener).expect("within a Tokio runtime");
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         FaultyHttpServer { addr, state, task }
+    }
+
+    /// Answers from now on as a store behind `network`: each response first waits
+    /// `first_byte`, and bodies are paced to the caps (a connection's cap applies to the
+    /// connections opened after this call).
+    pub fn set_network(&self, network: Network) {
+        let mut state = self.lock();
+        state.total_cap = network.total.map(limiter);
+        state.network = network;
     }
 
     /// `http://127.0.0.1:PORT`
@@ -400,8 +462,16 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
                     continue;
                 };
                 let state = state.clone();
+                let connection_cap = state
+                    .lock()
+                    .expect("server state lock")
+                    .network
+                    .per_connection
+                    .map(limiter);
                 connections.spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
+                    let service = service_fn(move |request| {
+                        handle(state.clone(), connection_cap.clone(), request)
+                    });
                     // Errors are the faults injected and clients going away.
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -415,6 +485,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
 
 async fn handle(
     state: Arc<Mutex<State>>,
+    connection_cap: Option<Arc<Limiter>>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
     let method = request.method().clone();
@@ -426,7 +497,7 @@ async fn handle(
         return Ok(response);
     }
     let path = normalize(&percent_decode(request.uri().path()));
-    let (fault, file) = {
+    let answer = {
         let mut state = state.lock().expect("server state lock");
         *state.requests.entry(path.clone()).or_default() += 1;
         state.counts.requests += 1;
@@ -438,8 +509,23 @@ async fn handle(
         if let Some(fault) = &fault {
             state.counts.count(fault);
         }
-        (fault, state.files.get(&path).cloned())
+        let pacing = Pacing {
+            caps: connection_cap
+                .into_iter()
+                .chain(state.total_cap.clone())
+                .collect(),
+        };
+        (
+            fault,
+            state.files.get(&path).cloned(),
+            state.network.first_byte,
+            pacing,
+        )
     };
+    let (fault, file, first_byte, pacing) = answer;
+    if !first_byte.is_zero() {
+        tokio::time::sleep(first_byte).await;
+    }
     match fault {
         Some(Fault::Reset) => return Err("injected fault: connection reset".into()),
         Some(Fault::Status(code)) => {
@@ -493,8 +579,36 @@ async fn handle(
         }
         _ => {}
     }
-    *served.body_mut() = full(body);
+    *served.body_mut() = if pacing.caps.is_empty() {
+        full(body)
+    } else {
+        paced(body, pacing)
+    };
     Ok(served)
+}
+
+/// `data` sent in pieces, each waiting until every cap of `pacing` lets it through.
+fn paced(data: Bytes, pacing: Pacing) -> Body {
+    let pieces: Vec<Bytes> = (0..data.len())
+        .step_by(PACE_PIECE)
+        .map(|start| data.slice(start..(start + PACE_PIECE).min(data.len())))
+        .collect();
+    let stream = futures::stream::iter(pieces).then(move |piece| {
+        let caps = pacing.caps.clone();
+        async move {
+            let cells = u32::try_from(piece.len().div_ceil(PACE_UNIT))
+                .ok()
+                .and_then(std::num::NonZeroU32::new)
+                .expect("a piece holds 1 to 16 cells");
+            for cap in &caps {
+                cap.until_n_ready(cells)
+                    .await
+                    .expect("a piece is within the burst");
+            }
+            Ok::<_, BoxError>(Frame::data(piece))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(stream))
 }
 
 /// The response to a `GET` or `HEAD` of `file` (of `len` bytes), with an empty body, and for a
@@ -764,5 +878,50 @@ mod tests {
         );
         assert_eq!(server.counts().total(), 41);
         assert_eq!(server.requests("0/1.json"), 43);
+    }
+
+    #[tokio::test]
+    async fn a_far_store_waits_before_each_answer_and_paces_its_bodies() {
+        let body = Bytes::from(vec![b'x'; 512 * 1024]);
+        let server = FaultyHttpServer::start(HashMap::from([("big".to_string(), body)]));
+        let timed = |server: &FaultyHttpServer| {
+            let addr = server.addr();
+            async move {
+                let started = std::time::Instant::now();
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let request = "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await.unwrap();
+                assert!(answer.len() > 512 * 1024, "{}", answer.len());
+                started.elapsed()
+            }
+        };
+        let near = timed(&server).await;
+        server.set_network(Network {
+            first_byte: Duration::from_millis(200),
+            ..Network::default()
+        });
+        let far = timed(&server).await;
+        assert!(far >= Duration::from_millis(200) && far > near, "{far:?}");
+        // 512 KiB at 1 MiB/s per connection: about half a second (less the burst).
+        server.set_network(Network {
+            per_connection: Some(1 << 20),
+            ..Network::default()
+        });
+        let paced = timed(&server).await;
+        assert!(paced >= Duration::from_millis(400), "{paced:?}");
+        // Two connections at once under a total cap of 1 MiB/s: about a second for both.
+        server.set_network(Network {
+            total: Some(1 << 20),
+            ..Network::default()
+        });
+        let started = std::time::Instant::now();
+        futures::future::join(timed(&server), timed(&server)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

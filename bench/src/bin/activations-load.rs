@@ -6,6 +6,7 @@ use activations_bench::{
     chart,
     datagen::{DatasetSpec, write_dataset},
     launcher::Launcher,
+    remote::{self, PythonLoader, RemotePlan, run_remote},
     report::{self, JsonReport, Targets},
     scenarios::{Plan, run_all, run_cold},
 };
@@ -106,6 +107,34 @@ struct Args {
     /// runs.
     #[arg(long)]
     cold_only: bool,
+    /// Times to first byte of the remote-storage scenario, in milliseconds (empty: skip it).
+    #[arg(long, value_delimiter = ',', default_value = "20,50,100")]
+    remote_first_byte_ms: Vec<u64>,
+    /// Bandwidth of one connection to the remote store, in bytes a second.
+    #[arg(long, default_value = "50MiB", value_parser = parse_bytes)]
+    remote_connection_bandwidth: u64,
+    /// Bandwidth of all connections to the remote store together, in bytes a second.
+    #[arg(long, default_value = "500MiB", value_parser = parse_bytes)]
+    remote_total_bandwidth: u64,
+    /// Neurons of the remote scenario's bulk stream.
+    #[arg(long, default_value_t = 2048)]
+    remote_neurons: usize,
+    /// Neurons of the remote scenario's per-call cold runs.
+    #[arg(long, default_value_t = 512)]
+    remote_cold_neurons: usize,
+    /// A Python with the reference loader (`automated-interpretability`), timed on the remote
+    /// store; default: `.venv/bin/python` if there is one.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Neurons the Python loader reads at each latency.
+    #[arg(long, default_value_t = 40)]
+    python_neurons: usize,
+    /// Threads of the Python loader's pool run.
+    #[arg(long, default_value_t = 8)]
+    python_threads: usize,
+    /// Run only the remote-storage scenario (and the CPU ceiling it is compared with).
+    #[arg(long)]
+    remote_only: bool,
 }
 
 /// The same allocator as the server's (mimalloc), so the client side of a benchmark costs what
@@ -171,14 +200,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string(&results)?);
         return Ok(());
     }
+    let remote_plan = remote_plan(&args);
+    if args.remote_only {
+        let ceiling = run_cold(&plan, &launcher).await?.cold_ceiling;
+        let remote = run_remote(&plan, &remote_plan, &launcher, ceiling.neurons_per_second).await?;
+        print!("{}", remote::markdown(&remote));
+        return Ok(());
+    }
     let results = run_all(&plan, &launcher).await?;
+    let remote = match remote_plan.first_byte.is_empty() {
+        true => None,
+        false => Some(
+            run_remote(
+                &plan,
+                &remote_plan,
+                &launcher,
+                results.cold_ceiling.neurons_per_second,
+            )
+            .await?,
+        ),
+    };
 
     let machine = report::machine();
-    let table = report::markdown(&results, &machine);
+    let mut table = report::markdown(&results, &machine);
+    if let Some(remote) = &remote {
+        table.push('\n');
+        table.push_str(&remote::markdown(remote));
+    }
     let json = serde_json::to_string_pretty(&JsonReport {
         machine: &machine,
         results: &results,
         targets: Targets::of(&results),
+        remote: remote.as_ref(),
     })?;
     std::fs::create_dir_all(&args.report)?;
     std::fs::write(args.report.join("table.md"), &table)?;
@@ -194,6 +247,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         print!("{table}");
     }
     Ok(())
+}
+
+/// The remote scenario's settings; the Python loader from `--python`, else the project's
+/// `.venv/bin/python` if it exists.
+fn remote_plan(args: &Args) -> RemotePlan {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = args
+        .python
+        .clone()
+        .or_else(|| Some(root.join(".venv/bin/python")).filter(|p| p.exists()));
+    RemotePlan {
+        first_byte: args
+            .remote_first_byte_ms
+            .iter()
+            .map(|&ms| std::time::Duration::from_millis(ms))
+            .collect(),
+        per_connection: args.remote_connection_bandwidth,
+        total: args.remote_total_bandwidth,
+        bulk_neurons: args.remote_neurons,
+        cold_neurons: args.remote_cold_neurons,
+        python: python.map(|python| PythonLoader {
+            python,
+            script: root.join("bench/python_reference.py"),
+            neurons: args.python_neurons,
+            threads: args.python_threads,
+        }),
+    }
 }
 
 /// The dataset's shape, from its manifest; generates the dataset first if there is none.

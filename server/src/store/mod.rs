@@ -21,7 +21,7 @@ use activations_format::{neuron::NeuronKey, neuron_json::ParseError};
 
 use crate::upstream;
 
-pub use cache::{CacheConfig, CacheStats, CachedStore};
+pub use cache::{CacheConfig, CacheStats, CachedStore, heap_bytes};
 pub use local::{Links, LocalDir};
 pub use object::{ObjectNeuronStore, below};
 pub use readers::saturated as readers_saturated;
