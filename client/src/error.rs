@@ -355,9 +355,10 @@ impl fmt::Display for StatusError {
         if !details.is_empty() {
             write!(f, " ({})", details.join("; "))?;
         }
-        // A status tonic made from a failure of the connection carries it as its source.
+        // A status tonic made from a failure of the connection carries it as its source: its
+        // message alone ("transport error") does not say what failed.
         if let Some(source) = std::error::Error::source(&self.status) {
-            write!(f, "{}", LikelyCause(source))?;
+            write!(f, " ({}){}", Chain(source), LikelyCause(source))?;
         }
         Ok(())
     }
@@ -368,10 +369,41 @@ impl fmt::Display for StatusError {
 struct LikelyCause<'a>(&'a (dyn std::error::Error + 'static));
 
 /// Texts in a connection failure's causes, and what each most likely means.
-const LIKELY_CAUSES: [(&[&str], &str); 6] = [
+const LIKELY_CAUSES: [(&[&str], &str); 10] = [
     (
         &["Connection refused"],
         "nothing listens at that address: is activations-server running there, on this port?",
+    ),
+    // The TLS alerts a server sends when it refuses a client's certificate (mutual TLS).
+    (
+        &["received fatal alert: CertificateRequired"],
+        "the server requires a client certificate (mutual TLS) and this client sent none: give \
+         one (--tls-cert and --tls-key; ClientTls::identity_pem in the SDK)",
+    ),
+    (
+        &[
+            "received fatal alert: UnknownCA",
+            "received fatal alert: BadCertificate",
+            "received fatal alert: CertificateUnknown",
+            "received fatal alert: AccessDenied",
+        ],
+        "the server refused this client's certificate: it is not signed by a CA the server \
+         trusts for clients (its --tls-client-ca)",
+    ),
+    (
+        &[
+            "received fatal alert: CertificateExpired",
+            "received fatal alert: CertificateRevoked",
+        ],
+        "the server refused this client's certificate: it has expired or was revoked; renew it",
+    ),
+    // A call made at once on a new connection that the server refuses may fail on the
+    // connection's closing before the alert saying why is read.
+    (
+        &["operation was canceled: connection closed"],
+        "the server closed the connection as soon as it opened: over mutual TLS, a server does \
+         so when it refuses this client's certificate (none sent, or not from a CA it trusts \
+         for clients); else it was stopping",
     ),
     (
         &["InvalidContentType", "corrupt message"],

@@ -127,7 +127,13 @@ impl ServerTls {
                         None => return None,
                         Some(Err(error)) => return Some((Err(error), (incoming, running, acceptor))),
                         Some(Ok(stream)) => {
-                            let handshake = acceptor.accept(stream);
+                            let handshake = acceptor.accept(stream).into_fallible();
+                            let handshake = async move {
+                                handshake.await.map_err(|(error, io)| {
+                                    tokio::spawn(linger(io));
+                                    error
+                                })
+                            };
                             running.spawn(tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake));
                         }
                     },
@@ -150,6 +156,26 @@ impl ServerTls {
             }
         })
     }
+}
+
+/// How long a connection whose handshake failed is kept open for its client to read why.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose TLS handshake failed the way web servers close one they refuse
+/// ("lingering close"): the alert that says why (a client certificate missing, or not from a
+/// trusted CA) has been sent; the write side is shut, and what the client still sends is read
+/// and dropped for up to [`LINGER`]. Closed at once, the socket would answer the client's next
+/// bytes (it sends its first HTTP/2 frames as soon as its side of the handshake is done) with a
+/// reset, and the client would see a broken pipe instead of the alert.
+async fn linger(mut io: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _ = io.shutdown().await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = io.read(&mut discard).await {}
+    })
+    .await;
 }
 
 impl fmt::Debug for ServerTls {
