@@ -59,11 +59,14 @@ pub enum ErrorReason {
     /// The dataset's store could not be opened yet; the server keeps trying (`UNAVAILABLE`,
     /// retry after its `RetryInfo`).
     DatasetUnavailable,
+    /// The body the store returned did not match the checksum the store gave for it, read twice
+    /// (`DATA_LOSS`; never served or cached).
+    ChecksumMismatch,
 }
 
 impl ErrorReason {
     /// Every reason, in the order above.
-    pub const ALL: [ErrorReason; 23] = [
+    pub const ALL: [ErrorReason; 24] = [
         ErrorReason::UnknownDataset,
         ErrorReason::InvalidArgument,
         ErrorReason::NotEnoughRecords,
@@ -87,6 +90,7 @@ impl ErrorReason {
         ErrorReason::MalformedRequest,
         ErrorReason::UnknownMethod,
         ErrorReason::DatasetUnavailable,
+        ErrorReason::ChecksumMismatch,
     ];
 
     /// The name on the wire, such as `NEURON_NOT_FOUND`.
@@ -115,6 +119,7 @@ impl ErrorReason {
             ErrorReason::MalformedRequest => "MALFORMED_REQUEST",
             ErrorReason::UnknownMethod => "UNKNOWN_METHOD",
             ErrorReason::DatasetUnavailable => "DATASET_UNAVAILABLE",
+            ErrorReason::ChecksumMismatch => "CHECKSUM_MISMATCH",
         }
     }
 
@@ -128,6 +133,7 @@ impl ErrorReason {
                 | ErrorReason::UnreadableNeuronFile
                 | ErrorReason::StorageUnavailable
                 | ErrorReason::DatasetUnavailable
+                | ErrorReason::ChecksumMismatch
                 | ErrorReason::StorageAccessDenied
                 | ErrorReason::Internal
         )

@@ -545,6 +545,7 @@ fn is_about_the_neuron(error: &StoreError) -> bool {
     match error {
         StoreError::NotFound { .. }
         | StoreError::Corrupt { .. }
+        | StoreError::Mismatch { .. }
         | StoreError::Unreadable { .. } => true,
         StoreError::Unavailable { .. }
         | StoreError::Denied { .. }

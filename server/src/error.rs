@@ -254,6 +254,7 @@ impl ServiceError {
                 StoreError::Unreadable { .. } => {
                     (Code::FailedPrecondition, ErrorReason::UnreadableNeuronFile)
                 }
+                StoreError::Mismatch { .. } => (Code::DataLoss, ErrorReason::ChecksumMismatch),
             },
         }
     }
@@ -403,6 +404,10 @@ impl ServiceError {
                     }
                     StoreError::Internal { path, .. } => {
                         metadata.insert("path".to_string(), path.clone());
+                    }
+                    StoreError::Mismatch { path, source } => {
+                        metadata.insert("path".to_string(), path.clone());
+                        metadata.insert("checksum".to_string(), source.header.to_string());
                     }
                     StoreError::Unreadable { path, reason } => {
                         details.add_precondition_failure_violation(

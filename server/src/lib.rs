@@ -24,7 +24,8 @@
 //!   by [`read_ahead`]: a window that follows the storage's latency, in a server-wide byte
 //!   budget.
 //! - [`security`]: TLS (optionally mutual) and the bearer-token layer in front of every call.
-//! - [`upstream`]: the facts the dependencies (object_store, tonic) give only as text.
+//! - [`upstream`]: the facts the dependencies (object_store, tonic) give only as text;
+//!   [`integrity`]: bodies checked against the checksums their stores give.
 //! - [`routes`]: which service a call's path names (health and reflection are treated apart).
 //! - [`limits`]: load shedding, deadlines, message sizes and the idle bound (`idle`), a tower
 //!   layer over every call; [`shutdown`]: the draining shutdown; both end streams through
@@ -47,6 +48,7 @@ pub mod datasets;
 pub mod error;
 mod handshake;
 mod idle;
+pub mod integrity;
 pub mod limits;
 pub mod location;
 pub mod metrics;

@@ -40,6 +40,7 @@ use activations_format::{
 };
 
 use crate::{
+    integrity::Checksums,
     metrics::StorageHttpConnector,
     redact::redact,
     store::{Links, LocalDir},
@@ -409,7 +410,7 @@ pub fn open_remote_with(
                 builder
                     .with_retry(options.retry())
                     .with_client_options(options.client(allow_http))
-                    .with_http_connector(http)
+                    .with_http_connector(http.with_checksums(Checksums::S3))
                     .build()
                     .map_err(built)?,
             )

@@ -3,6 +3,13 @@
 //! from the public container. Needs the emulator: `scripts/test.sh` starts it.
 
 use activations_e2e::{azurite::Azurite, install_tls_provider};
+use base64::Engine as _;
+use md5::Digest as _;
+
+/// `bytes`' MD5 in base64, as `Content-MD5` carries it.
+fn base64_md5(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}
 use object_store::{ObjectStoreExt, path::Path as ObjectPath};
 
 #[tokio::test]
@@ -55,7 +62,17 @@ async fn containers_uploads_and_public_access() {
         .await
         .expect("anonymous GET");
     assert_eq!(public.status(), 200);
-    assert_eq!(public.bytes().await.expect("body"), &b"{\"layer\": 1}"[..]);
+    // Azure gives a whole blob's MD5, which the server checks every body against.
+    let md5 = public
+        .headers()
+        .get("content-md5")
+        .expect("a Content-MD5")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = public.bytes().await.expect("body");
+    assert_eq!(body, &b"{\"layer\": 1}"[..]);
+    assert_eq!(md5, base64_md5(&body));
     let private = anonymous
         .get(format!(
             "{}/acts/v1/1/1.json",

@@ -1,7 +1,8 @@
 //! Storage faults, injected by a web server in this process that serves the real neuron file:
 //! transient faults are retried into correct answers, persistent ones end in UNAVAILABLE with
-//! retry info within the retry budget, corrupt content is DATA_LOSS, and no call ever gets a
-//! wrong or partial record. Also: concurrent calls share one storage read.
+//! retry info within the retry budget, a body that does not match its Content-MD5 is read again
+//! and then DATA_LOSS, and no call ever gets a wrong or partial record. Also: concurrent calls
+//! share one storage read.
 
 use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, time::Duration};
@@ -149,14 +150,28 @@ async fn persistent_faults_end_in_unavailable_with_retry_info() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_content_is_data_loss_never_a_wrong_record() {
+async fn a_body_that_does_not_match_its_checksum_is_read_again_and_never_served() {
     let s = setup().await;
+    // The store sends each whole body's Content-MD5, as Azure Blob does. Bytes changed once on
+    // the way: the body is read again, and the intact one served.
     s.web.inject(&path(3), vec![Fault::Corrupt]);
-    let err = s.client.load_neuron(0, 3).await.unwrap_err();
-    assert_eq!(code(&err), Code::DataLoss, "{err}");
-    assert!(err.to_string().contains("0/3.json"), "{err}");
-    // A corrupt read is not cached either: the next one is served from the intact file.
     let record = s.client.load_neuron(0, 3).await.unwrap();
+    assert_eq!(record.encode_to_vec(), s.expected);
+    assert_eq!(s.web.requests(&path(3)), 2, "read once more");
+    // Changed twice: DATA_LOSS, saying which file and which checksum, never a wrong record.
+    s.web.inject(&path(4), vec![Fault::Corrupt, Fault::Corrupt]);
+    let err = s.client.load_neuron(0, 4).await.unwrap_err();
+    assert_eq!(code(&err), Code::DataLoss, "{err}");
+    let status = err.status().unwrap();
+    assert_eq!(
+        status.error_reason(),
+        Some(activations_client::ErrorReason::ChecksumMismatch)
+    );
+    for said in ["0/4.json", "Content-MD5", "in two reads"] {
+        assert!(err.to_string().contains(said), "{said} missing: {err}");
+    }
+    // Not cached either: the next read is served from the intact file.
+    let record = s.client.load_neuron(0, 4).await.unwrap();
     assert_eq!(record.encode_to_vec(), s.expected);
     s.server.stop().await;
 }

@@ -257,6 +257,19 @@ async fn s3_conforms_in_both_layouts_and_lists_into_a_manifest() {
         let uri = s3.uri(bucket, &format!("{prefix}/{layout}"));
         check(&format!("S3 {layout}"), &uri, true, &fixture).await;
     }
+    // An object uploaded in one part has its body's MD5 as its ETag, which the server checks
+    // every body against.
+    let key = object_store::path::Path::from(format!("{prefix}/flat/1/1.json"));
+    let got = object_store::ObjectStoreExt::get(s3.store(bucket).as_ref(), &key)
+        .await
+        .unwrap();
+    let etag = got.meta.e_tag.clone().expect("an ETag");
+    let body = got.bytes().await.unwrap();
+    let md5: String = <md5::Md5 as md5::Digest>::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(etag.trim_matches('"'), md5, "{key}");
     let manifest_dir = tempfile::tempdir().unwrap();
     let listed = manifest_dir.path().join("s3.json");
     let local = manifest_dir.path().join("local.json");

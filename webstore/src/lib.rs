@@ -2,7 +2,8 @@
 //! demand: the storage the end-to-end tests and the soak serve datasets from.
 //!
 //! [`FaultyHttpServer`] is an HTTP/1.1 server in this process on `127.0.0.1` on a free port. It
-//! answers `GET` and `HEAD` (`Content-Length`, a strong `ETag`, `Last-Modified`, one byte range,
+//! answers `GET` and `HEAD` (`Content-Length`, a strong `ETag`, `Last-Modified`, a whole body's
+//! `Content-MD5` as Azure Blob sends it, one byte range,
 //! `If-Match`/`If-None-Match`/`If-(Un)Modified-Since`), 404 for unknown paths and 405 for other
 //! methods. Its files come from memory ([`FaultyHttpServer::start`]) or from a directory read on
 //! every request, so that a large dataset costs no memory ([`FaultyHttpServer::start_dir`]).
@@ -27,6 +28,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
@@ -38,6 +40,7 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
+use md5::Digest as _;
 use serde::Serialize;
 use tokio::{
     net::TcpListener,
@@ -217,6 +220,8 @@ struct State {
 struct File {
     content: Content,
     etag: String,
+    /// The content's MD5, in base64, as `Content-MD5` carries it.
+    md5: String,
     last_modified: SystemTime,
 }
 
@@ -235,9 +240,11 @@ impl File {
             .duration_since(UNIX_EPOCH)
             .expect("after 1970")
             .as_secs();
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data));
         File {
             content,
             etag: format!("\"{:x}-{:016x}\"", data.len(), hasher.finish()),
+            md5,
             last_modified: UNIX_EPOCH + Duration::from_secs(now),
         }
     }
@@ -661,6 +668,8 @@ fn serve_file(
     match range {
         None => {
             out.insert(header::CONTENT_LENGTH, value(&len.to_string()));
+            // As Azure Blob does for a whole blob: the MD5 of what the body should be.
+            out.insert("content-md5", value(&file.md5));
             (response, Some(0..len))
         }
         Some(None) => {

@@ -23,7 +23,10 @@ use prometheus_client::{
 };
 
 use super::{HistogramFamily, latency_histogram};
-use crate::store::StoreError;
+use crate::{
+    integrity::{Checksums, VerifiedClient},
+    store::StoreError,
+};
 
 /// What a read of a store was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +59,7 @@ fn error_kind(error: &StoreError) -> &'static str {
         StoreError::ListingUnavailable { .. } => "listing_unavailable",
         StoreError::Internal { .. } => "internal",
         StoreError::Unreadable { .. } => "unreadable",
+        StoreError::Mismatch { .. } => "checksum_mismatch",
     }
 }
 
@@ -176,6 +180,7 @@ impl StorageMetrics {
     pub fn http_connector(&self) -> StorageHttpConnector {
         StorageHttpConnector {
             counter: Some(self.clone()),
+            checksums: Checksums::default(),
         }
     }
 
@@ -190,17 +195,29 @@ impl StorageMetrics {
     }
 }
 
-/// `object_store`'s own reqwest connector, counting every HTTP request its clients make
-/// (credential requests included) when it has a [`StorageMetrics`]; without one, exactly
-/// `object_store`'s default.
+/// `object_store`'s own reqwest connector, checking whole bodies against the checksums their
+/// responses carry ([`VerifiedClient`]), and counting every HTTP request its clients make
+/// (credential requests included) when it has a [`StorageMetrics`].
 #[derive(Debug, Clone, Default)]
 pub struct StorageHttpConnector {
     counter: Option<StorageMetrics>,
+    checksums: Checksums,
+}
+
+impl StorageHttpConnector {
+    /// Trusts also the checksums `checksums` names (an S3 `ETag`).
+    pub fn with_checksums(mut self, checksums: Checksums) -> Self {
+        self.checksums = checksums;
+        self
+    }
 }
 
 impl HttpConnector for StorageHttpConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let client = ReqwestConnector::default().connect(options)?;
+        let client = HttpClient::new(VerifiedClient {
+            client: ReqwestConnector::default().connect(options)?,
+            checksums: self.checksums,
+        });
         Ok(match &self.counter {
             None => client,
             Some(counter) => HttpClient::new(CountedClient {

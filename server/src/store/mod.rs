@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use activations_format::{neuron::NeuronKey, neuron_json::ParseError};
 
-use crate::upstream;
+use crate::{integrity::ChecksumMismatch, upstream};
 
 pub use cache::{CacheConfig, CacheStats, CachedStore, heap_bytes};
 pub use local::{Links, LocalDir};
@@ -113,6 +113,15 @@ pub enum StoreError {
     /// from its metadata, without opening or reading it.
     #[error("{path} cannot be read as a neuron file: {reason}")]
     Unreadable { path: String, reason: String },
+
+    /// The body the store returned did not match the checksum it gave for it, in two reads
+    /// (see [`crate::integrity`]). Never served, never cached.
+    #[error("reading {path}: {source}")]
+    Mismatch {
+        path: String,
+        #[source]
+        source: ChecksumMismatch,
+    },
 }
 
 impl StoreError {
@@ -143,6 +152,10 @@ impl StoreError {
                 path: rewrite(path),
                 reason,
             },
+            StoreError::Mismatch { path, source } => StoreError::Mismatch {
+                path: rewrite(path),
+                source,
+            },
             listing @ StoreError::ListingUnavailable { .. } => listing,
         }
     }
@@ -156,6 +169,12 @@ impl StoreError {
             return StoreError::Unreadable {
                 path,
                 reason: refused.to_string(),
+            };
+        }
+        if let Some(mismatch) = mismatch_in(&error) {
+            return StoreError::Mismatch {
+                path,
+                source: mismatch,
             };
         }
         match error {
@@ -179,6 +198,18 @@ impl StoreError {
             },
         }
     }
+}
+
+/// The checksum mismatch somewhere in `error`'s causes, if it is one.
+fn mismatch_in(error: &(dyn std::error::Error + 'static)) -> Option<ChecksumMismatch> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(mismatch) = error.downcast_ref::<ChecksumMismatch>() {
+            return Some(mismatch.clone());
+        }
+        cause = error.source();
+    }
+    None
 }
 
 #[cfg(test)]
