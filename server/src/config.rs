@@ -12,7 +12,7 @@ use crate::{
     datasets::Reopen,
     limits::Limits,
     location::StorageOptions,
-    security::{AuthPolicy, AuthTokens, Security, SecurityError, ServerTls, Token},
+    security::{AuthPolicy, CredentialFiles, Security, SecurityError, Token},
     server::ServerSettings,
     store::CacheConfig,
     telemetry::LogFormat,
@@ -280,27 +280,9 @@ impl Config {
     /// TLS and authentication, with the files read and checked: an unreadable or invalid file,
     /// an unusable token or a token file without tokens stops the server at startup.
     pub fn security(&self) -> Result<Security, SecurityError> {
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTls::from_files(
-                cert,
-                key,
-                self.tls_client_ca.as_deref(),
-            )?),
-            // clap makes each of the two require the other.
-            _ => None,
-        };
-        let mut tokens = AuthTokens::default();
-        if let Some(file) = &self.auth_tokens_file {
-            tokens.add_file(file)?;
-        }
-        for (index, token) in self.auth_tokens.iter().enumerate() {
-            tokens.add(token, || {
-                format!(
-                    "token {} of --auth-tokens/ACTIVATIONS_AUTH_TOKENS",
-                    index + 1
-                )
-            })?;
-        }
+        let files = self.credential_files();
+        let tls = files.tls()?;
+        let tokens = files.tokens()?;
         let auth = if tokens.is_empty() {
             if self.reflection_requires_auth {
                 return Err(SecurityError::ReflectionAuthWithoutTokens);
@@ -310,6 +292,21 @@ impl Config {
             Some(AuthPolicy::new(tokens, self.reflection_requires_auth))
         };
         Ok(Security { tls, auth })
+    }
+
+    /// Where TLS and tokens come from, for [`security`](Self::security) and for reloading
+    /// them.
+    pub fn credential_files(&self) -> CredentialFiles {
+        CredentialFiles {
+            // clap makes each of the certificate and the key require the other.
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| (cert, key, self.tls_client_ca.clone())),
+            tokens_file: self.auth_tokens_file.clone(),
+            tokens: self.auth_tokens.clone(),
+        }
     }
 }
 

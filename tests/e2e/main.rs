@@ -17,6 +17,7 @@ mod newcomer;
 mod oracle;
 mod outage;
 mod python_client;
+mod rotation;
 mod sdk;
 mod secrets;
 mod security;

@@ -20,7 +20,8 @@ pub struct TestPki {
 
 impl TestPki {
     /// Makes the certificates: `ca.pem`; `server.pem`/`server.key` for [`SERVER_NAME`] and
-    /// `127.0.0.1`; `client.pem`/`client.key` signed by the same CA; `other-ca.pem` and
+    /// `127.0.0.1`; `client.pem`/`client.key` signed by the same CA; `other-ca.pem`, and
+    /// `other-server.pem`/`other-server.key` (the same names) and
     /// `other-client.pem`/`other-client.key` signed by the other CA.
     pub fn new() -> TestPki {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -29,14 +30,16 @@ impl TestPki {
         write(dir.path(), "ca.pem", &ca.pem());
         write(dir.path(), "other-ca.pem", &other_ca.pem());
 
-        let server = leaf(
-            vec![SERVER_NAME.to_string(), "127.0.0.1".to_string()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let server_key = KeyPair::generate().expect("key");
-        let cert = server.signed_by(&server_key, &ca).expect("sign");
-        write(dir.path(), "server.pem", &cert.pem());
-        write(dir.path(), "server.key", &server_key.serialize_pem());
+        for (name, issuer) in [("server", &ca), ("other-server", &other_ca)] {
+            let server = leaf(
+                vec![SERVER_NAME.to_string(), "127.0.0.1".to_string()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            );
+            let key = KeyPair::generate().expect("key");
+            let cert = server.signed_by(&key, issuer).expect("sign");
+            write(dir.path(), &format!("{name}.pem"), &cert.pem());
+            write(dir.path(), &format!("{name}.key"), &key.serialize_pem());
+        }
 
         for (name, issuer) in [("client", &ca), ("other-client", &other_ca)] {
             let params = leaf(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);

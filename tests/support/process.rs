@@ -86,11 +86,16 @@ impl ServerProcess {
 
     /// Sends it SIGTERM.
     pub fn terminate(&self) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        self.signal("TERM");
+    }
+
+    /// Sends it a signal, by name (`TERM`, `HUP`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(killed.success());
+        assert!(sent.success(), "kill -{name}");
     }
 
     /// Waits for the process to exit, at most `limit`.

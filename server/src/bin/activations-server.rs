@@ -1,7 +1,7 @@
 //! `activations-server`: see `activations-server --help`.
 
 use activations_server::{
-    Ready, ServeConfig, config::Config, datasets::Datasets, metrics::Metrics,
+    Ready, ServeConfig, config::Config, datasets::Datasets, metrics::Metrics, security::Reloader,
     service::ActivationsService, telemetry,
 };
 use clap::Parser;
@@ -46,6 +46,14 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let security = config.security()?;
+    let reloader = Reloader::new(
+        config.credential_files(),
+        security.tls.clone(),
+        security.auth.clone(),
+    );
+    if let Some(reloader) = reloader {
+        tokio::spawn(reloader.run());
+    }
     let metrics = config.metrics_listen.map(|_| Metrics::new());
     let options = config.open_options();
     let datasets = Datasets::open_observed(

@@ -9,7 +9,7 @@ use std::{
     fmt,
     path::Path,
     str::FromStr,
-    sync::Arc,
+    sync::{Arc, RwLock},
     task::{Context, Poll},
 };
 
@@ -143,10 +143,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Which calls need a token, and which tokens are accepted.
+/// Which calls need a token, and which tokens are accepted. Clones share their tokens, which
+/// [`AuthPolicy::replace_tokens`] swaps for every call after it (a reloaded token file).
 #[derive(Debug, Clone)]
 pub struct AuthPolicy {
-    tokens: AuthTokens,
+    tokens: Arc<RwLock<Arc<AuthTokens>>>,
     reflection_requires_auth: bool,
 }
 
@@ -155,14 +156,29 @@ impl AuthPolicy {
     /// `reflection_requires_auth`, reflection.
     pub fn new(tokens: AuthTokens, reflection_requires_auth: bool) -> AuthPolicy {
         AuthPolicy {
-            tokens,
+            tokens: Arc::new(RwLock::new(Arc::new(tokens))),
             reflection_requires_auth,
         }
     }
 
+    fn tokens(&self) -> Arc<AuthTokens> {
+        self.tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Accepts `tokens` instead, from the next call on.
+    pub fn replace_tokens(&self, tokens: AuthTokens) {
+        *self
+            .tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(tokens);
+    }
+
     /// How many tokens are accepted.
     pub fn token_count(&self) -> usize {
-        self.tokens.len()
+        self.tokens().len()
     }
 
     /// Whether reflection needs a token too.
@@ -181,7 +197,7 @@ impl AuthPolicy {
         }
         let value = headers.get(AUTHORIZATION).ok_or(Refusal::Missing)?;
         let token = bearer_token(value.as_bytes()).ok_or(Refusal::Malformed)?;
-        if self.tokens.accepts(token) {
+        if self.tokens().accepts(token) {
             Ok(())
         } else {
             Err(Refusal::UnknownToken)

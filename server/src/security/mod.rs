@@ -4,15 +4,19 @@
 //! - [`tls`]: [`ServerTls`], the certificate, key and client CA from PEM files.
 //! - [`auth`]: [`AuthTokens`] compared in constant time, [`AuthPolicy`] (which calls need a
 //!   token) and [`AuthLayer`], the tower layer that enforces it in front of every service.
+//! - [`reload`]: [`Reloader`], which reads the certificate, key, client CA and token files
+//!   again when they change or on SIGHUP, and puts them in use without a restart.
 //!
 //! Without a certificate the server speaks plain text; without tokens every call is let in.
 
 pub mod auth;
+pub mod reload;
 pub mod tls;
 
 use std::path::PathBuf;
 
 pub use auth::{AuthLayer, AuthPolicy, AuthTokens, Token};
+pub use reload::{CredentialFiles, Reloaded, Reloader};
 pub use tls::ServerTls;
 
 /// The security settings of a server; the default is plain text without authentication.

@@ -6,7 +6,12 @@
 //! through tonic's TLS option, so that the bound on a connection's opening
 //! (the server's `handshake` module) counts the HTTP/2 bytes inside TLS, not the TLS records.
 
-use std::{fmt, io, path::Path, sync::Arc, time::Duration};
+use std::{
+    fmt, io,
+    path::Path,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use futures::{Stream, StreamExt};
 use rustls::{
@@ -26,10 +31,11 @@ use super::SecurityError;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's TLS settings, checked: the certificate chain and key parse, belong together,
-/// and the client CA (if any) holds a certificate.
+/// and the client CA (if any) holds a certificate. Clones share their settings, which
+/// [`ServerTls::replace`] swaps for every handshake after it (reloaded files).
 #[derive(Clone)]
 pub struct ServerTls {
-    config: Arc<ServerConfig>,
+    config: Arc<RwLock<Arc<ServerConfig>>>,
     mutual: bool,
 }
 
@@ -101,9 +107,23 @@ impl ServerTls {
             .map_err(|error| refused(error_chain(&error)))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ServerTls {
-            config: Arc::new(config),
+            config: Arc::new(RwLock::new(Arc::new(config))),
             mutual: client_ca.is_some(),
         })
+    }
+
+    /// Uses `other`'s certificate, key and client CA for the handshakes from now on;
+    /// connections already open keep theirs.
+    pub fn replace(&self, other: &ServerTls) {
+        let config = other.current();
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether clients must present a certificate.
@@ -118,8 +138,7 @@ impl ServerTls {
     where
         S: Stream<Item = io::Result<TcpStream>> + Unpin + Send + 'static,
     {
-        let acceptor = TlsAcceptor::from(self.config.clone());
-        let state = (incoming, JoinSet::new(), acceptor);
+        let state = (incoming, JoinSet::new(), self.clone());
         futures::stream::unfold(state, |(mut incoming, mut running, acceptor)| async move {
             loop {
                 tokio::select! {
@@ -127,6 +146,9 @@ impl ServerTls {
                         None => return None,
                         Some(Err(error)) => return Some((Err(error), (incoming, running, acceptor))),
                         Some(Ok(stream)) => {
+                            // The settings of the moment: reloaded files apply from the next
+                            // connection on.
+                            let acceptor = TlsAcceptor::from(acceptor.current());
                             let handshake = acceptor.accept(stream).into_fallible();
                             let handshake = async move {
                                 handshake.await.map_err(|(error, io)| {
