@@ -90,11 +90,11 @@ impl Expected {
     }
 }
 
-/// A body that did not match its checksum, twice.
+/// A body that did not match its checksum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the body the store returned does not match its {header} (expected MD5 {expected}, got \
-     {actual}), in two reads"
+     {actual})"
 )]
 pub struct ChecksumMismatch {
     pub header: &'static str,

@@ -158,13 +158,13 @@ struct RandomFaults {
 
 impl RandomFaults {
     /// The fault for the next request, if it draws one: `503`, a delay below `max_delay`, a
-    /// reset or a body cut in half, each as likely.
+    /// reset, a body cut in half or a body with bytes changed, each as likely.
     fn draw(&mut self) -> Option<Fault> {
         if self.ppm == 0 {
             return None;
         }
         let roll = splitmix(&mut self.rng) % 1_000_000;
-        let kind = splitmix(&mut self.rng) % 4;
+        let kind = splitmix(&mut self.rng) % 5;
         let delay = splitmix(&mut self.rng);
         if roll >= u64::from(self.ppm) {
             return None;
@@ -176,7 +176,8 @@ impl RandomFaults {
                 Fault::Delay(Duration::from_millis(delay % max_ms.max(1)))
             }
             2 => Fault::Reset,
-            _ => Fault::TruncateHalf,
+            3 => Fault::TruncateHalf,
+            _ => Fault::Corrupt,
         })
     }
 }
@@ -367,7 +368,8 @@ impl FaultyHttpServer {
 
     /// Makes `fraction` (0..=1) of the following requests of any path faulty (those without a
     /// scripted fault), each with a fault of a kind drawn uniformly from a `503`, a delay below
-    /// `max_delay`, a reset and a body cut in half. The draws follow from `seed`.
+    /// `max_delay`, a reset, a body cut in half and a body with bytes changed (which its
+    /// `Content-MD5` then gives away). The draws follow from `seed`.
     pub fn set_fault_rate(&self, fraction: f64, seed: u64, max_delay: Duration) {
         let ppm = (fraction.clamp(0.0, 1.0) * 1e6).round() as u32;
         self.lock().random = RandomFaults {

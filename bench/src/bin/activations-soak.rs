@@ -9,11 +9,12 @@ use activations_bench::{
 };
 use clap::Parser;
 
-/// Serves a generated dataset through a web store that fails a share of its requests (503,
-/// delays, resets, bodies cut short) to a release `activations-server`, runs concurrent callers
-/// (summaries, split streams, resuming bulk streams, streams dropped midway) for DURATION
-/// seconds, checks every answer against the files, and watches the server's memory,
-/// descriptors and threads. Prints a summary; exits 1 on any wrong, lost or duplicated answer,
+/// Serves a generated dataset through a web store that answers after a time to first byte and
+/// fails a share of its requests (503, delays, resets, bodies cut short, bodies corrupted) to a
+/// release `activations-server`, runs concurrent callers (summaries, split streams, resuming
+/// bulk streams, streams dropped midway) for DURATION seconds, stops the server with SIGTERM
+/// and starts it again on the same address halfway through, checks every answer against the
+/// files, and watches the server's memory, descriptors and threads. Prints a summary; exits 1 on any wrong, lost or duplicated answer,
 /// any error other than UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED, or a leak.
 #[derive(Debug, Parser)]
 #[command(name = "activations-soak", version)]
@@ -69,6 +70,12 @@ struct Args {
     /// Threads may end at most this many above their warm-up maximum.
     #[arg(long, default_value_t = 16)]
     max_thread_growth: u64,
+    /// The store's time to first byte, in milliseconds, on every request.
+    #[arg(long, default_value_t = 20)]
+    store_latency_ms: u64,
+    /// Do not stop (SIGTERM) and restart the server halfway through.
+    #[arg(long)]
+    no_restart: bool,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -102,6 +109,8 @@ async fn main() -> ExitCode {
         call_timeout: Duration::from_secs(args.call_timeout),
         attempts: args.attempts,
         sample_every: Duration::from_secs(args.sample_every.max(1)),
+        store_latency: Duration::from_millis(args.store_latency_ms),
+        restart: !args.no_restart,
         leak_limits: LeakLimits {
             rss_growth: args.max_rss_growth_percent / 100.0,
             fd_growth: args.max_fd_growth,

@@ -11,7 +11,7 @@ pub mod samples;
 pub mod truth;
 pub mod workload;
 
-use activations_webstore::{FaultCounts, FaultyHttpServer, splitmix};
+use activations_webstore::{FaultCounts, FaultyHttpServer, Network, splitmix};
 use std::{
     fmt::Write as _,
     path::PathBuf,
@@ -63,6 +63,10 @@ pub struct Plan {
     /// Time between two samples of the server's process.
     pub sample_every: Duration,
     pub leak_limits: LeakLimits,
+    /// The store's time to first byte, on every request.
+    pub store_latency: Duration,
+    /// Whether the server is stopped (SIGTERM) and started again halfway, on the same address.
+    pub restart: bool,
 }
 
 /// What a run found.
@@ -81,8 +85,22 @@ pub struct Report {
     /// WARN and ERROR lines the server logged (the first few), and how many in all.
     pub server_warnings: Vec<String>,
     pub server_warning_count: u64,
+    pub store_latency: Duration,
+    /// The restart halfway, if there was one.
+    pub restart: Option<Restart>,
     /// Every rule the run broke; empty for a pass.
     pub violations: Vec<String>,
+}
+
+/// The server's restart in the middle of a soak.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Restart {
+    /// When SIGTERM was sent, from the start of the run.
+    pub at: Duration,
+    /// From SIGTERM to the old process's exit (its drain).
+    pub drained_in: Duration,
+    /// From SIGTERM to the new process's ready line.
+    pub back_in: Duration,
 }
 
 /// Runs the soak of `plan`; progress goes to stderr.
@@ -105,7 +123,11 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
         threads,
     )?);
     let store = FaultyHttpServer::start_dir(&plan.dataset_dir)?;
-    let server = Server::start(plan, &store.url()).await?;
+    store.set_network(Network {
+        first_byte: plan.store_latency,
+        ..Network::default()
+    });
+    let mut server = Server::start(plan, &store.url(), "127.0.0.1:0").await?;
     eprintln!(
         "server pid {} at {}, metrics at {}, store {} failing {:.1}% of requests",
         server.pid,
@@ -150,12 +172,26 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
     let mut samples = Vec::new();
     let mut tally = Tally::default();
     let mut next_sample = started;
+    let mut restart = None;
+    let restart_at = started + plan.duration / 2;
     while !callers.is_empty() {
         tokio::select! {
             joined = callers.join_next() => {
                 if let Some(result) = joined {
                     tally.merge(result?);
                 }
+            }
+            () = tokio::time::sleep_until(restart_at.into()), if plan.restart && restart.is_none() => {
+                let at = started.elapsed();
+                let (next, drained_in) = server.restart(plan, &store.url()).await?;
+                server = next;
+                let back_in = started.elapsed() - at;
+                eprintln!(
+                    "{:>5.0}s  restarted the server: drained in {:.1}s, serving again (pid {}) \
+                     {:.1}s after SIGTERM",
+                    at.as_secs_f64(), drained_in.as_secs_f64(), server.pid, back_in.as_secs_f64()
+                );
+                restart = Some(Restart { at, drained_in, back_in });
             }
             () = tokio::time::sleep_until(next_sample.into()) => {
                 next_sample += plan.sample_every;
@@ -197,7 +233,22 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
             tally.disallowed_errors
         ));
     }
-    violations.extend(leak_violations(&samples, plan.duration, &plan.leak_limits));
+    // Leaks are judged on the process that ran to the end, over its own lifetime.
+    let (judged, lifetime) = match restart {
+        Some(restart) => (
+            samples
+                .iter()
+                .filter(|s| s.at >= restart.at + restart.back_in)
+                .map(|s| Sample {
+                    at: s.at - (restart.at + restart.back_in),
+                    ..*s
+                })
+                .collect(),
+            plan.duration.saturating_sub(restart.at + restart.back_in),
+        ),
+        None => (samples.clone(), plan.duration),
+    };
+    violations.extend(leak_violations(&judged, lifetime, &plan.leak_limits));
     // Every call ended on the client side: the server must see them all end too, abandoned
     // streams included, or it holds their slots (and their reads) forever.
     let (in_flight, metrics_text) = settle(&server.metrics).await;
@@ -219,6 +270,8 @@ pub async fn run(plan: &Plan) -> Result<Report, Box<dyn std::error::Error>> {
         metrics: metric_lines(&metrics_text),
         server_warnings: warnings,
         server_warning_count: warning_count,
+        store_latency: plan.store_latency,
+        restart,
         violations,
     })
 }
@@ -319,7 +372,7 @@ fn metric_lines(text: &str) -> Vec<String> {
 
 /// The `activations-server` process; killed when dropped.
 struct Server {
-    _child: Child,
+    child: Child,
     pid: u32,
     url: String,
     metrics: String,
@@ -327,13 +380,21 @@ struct Server {
 }
 
 impl Server {
-    async fn start(plan: &Plan, store_url: &str) -> Result<Server, Box<dyn std::error::Error>> {
+    /// Starts the server on `listen` (`127.0.0.1:0` for any free port).
+    async fn start(
+        plan: &Plan,
+        store_url: &str,
+        listen: &str,
+    ) -> Result<Server, Box<dyn std::error::Error>> {
         let dataset = format!(
             "soak={store_url}/?layers={}&neurons={}&layout=flat",
             plan.layers, plan.neurons
         );
         let mut child = Command::new(&plan.server_bin)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
+            // A restart drains for at most this long; streams still running then are ended
+            // UNAVAILABLE, and their callers resume them on the next server.
+            .args(["--shutdown-grace", "5s"])
             .args(["--log", "info", "--dataset", &dataset])
             .args(["--cache-bytes", &plan.cache_bytes])
             .stdin(Stdio::null())
@@ -380,7 +441,7 @@ impl Server {
             }
         });
         Ok(Server {
-            _child: child,
+            child,
             pid,
             url: format!("http://{}", ready.address),
             metrics: metrics.to_string(),
@@ -390,6 +451,42 @@ impl Server {
 
     fn warnings(&self) -> (Vec<String>, u64) {
         self.warnings.lock().expect("warnings lock").clone()
+    }
+
+    /// Stops this server as an orchestrator does (SIGTERM, then waiting for it to drain and
+    /// exit) and starts another on the same address; the new one and how long the drain took.
+    async fn restart(
+        mut self,
+        plan: &Plan,
+        store_url: &str,
+    ) -> Result<(Server, Duration), Box<dyn std::error::Error>> {
+        let address = self.url.trim_start_matches("http://").to_string();
+        let stopping = Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {} failed", self.pid).into());
+        }
+        let exited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        match exited {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => return Err(format!("the server exited with {status}").into()),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err("the server did not exit within 60 s of SIGTERM".into()),
+        }
+        let drained_in = stopping.elapsed();
+        let mut next = Server::start(plan, store_url, &address).await?;
+        // The old process's warnings count as the run's.
+        let (kept, count) = self.warnings();
+        {
+            let mut warnings = next.warnings.lock().expect("warnings lock");
+            warnings.0.splice(0..0, kept);
+            warnings.0.truncate(5);
+            warnings.1 += count;
+        }
+        next.url = format!("http://{address}");
+        Ok((next, drained_in))
     }
 }
 
@@ -479,10 +576,27 @@ impl Report {
             &mut out,
             "faults by kind",
             format!(
-                "503 {}, delay {}, reset {}, truncated body {}",
-                f.unavailable, f.delay, f.reset, f.truncate
+                "503 {}, delay {}, reset {}, truncated body {}, corrupted body {}",
+                f.unavailable, f.delay, f.reset, f.truncate, f.corrupt
             ),
         );
+        row(
+            &mut out,
+            "store time to first byte",
+            format!("{} ms", self.store_latency.as_millis()),
+        );
+        if let Some(restart) = &self.restart {
+            row(
+                &mut out,
+                "server restart (SIGTERM, drain, start)",
+                format!(
+                    "at {:.0} s: drained in {:.1} s, serving again {:.1} s after SIGTERM",
+                    restart.at.as_secs_f64(),
+                    restart.drained_in.as_secs_f64(),
+                    restart.back_in.as_secs_f64()
+                ),
+            );
+        }
         if let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) {
             let min = self.samples.iter().map(|s| s.rss).min().unwrap_or(0);
             let max = self.samples.iter().map(|s| s.rss).max().unwrap_or(0);

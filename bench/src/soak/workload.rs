@@ -27,7 +27,9 @@ use super::truth::{ExpectedRecord, Truth, received};
 use activations_webstore::splitmix;
 
 /// Codes a call may end with under injected storage faults (after the SDK's retries): the
-/// store stayed unavailable, the server shed load, or the call ran out of time.
+/// store stayed unavailable, the server shed load or restarted, or the call ran out of time.
+/// `DATA_LOSS` is allowed too, only with reason `CHECKSUM_MISMATCH`: a body corrupted in two
+/// reads in a row, refused rather than served.
 pub const ALLOWED_CODES: [Code; 3] = [
     Code::Unavailable,
     Code::ResourceExhausted,
@@ -139,7 +141,12 @@ impl Tally {
         let code = error.code();
         let name = code.map_or_else(|| "no status".to_string(), |c| format!("{c:?}"));
         *self.errors.entry(name).or_default() += 1;
-        let allowed = code.is_some_and(|c| ALLOWED_CODES.contains(&c));
+        // A body the store corrupted twice in a row is refused, never served: correct too.
+        let refused_corrupt = code == Some(Code::DataLoss)
+            && error
+                .status()
+                .is_some_and(|status| status.reason() == Some("CHECKSUM_MISMATCH"));
+        let allowed = code.is_some_and(|c| ALLOWED_CODES.contains(&c)) || refused_corrupt;
         if !allowed {
             self.disallowed_errors += 1;
             self.example(format!("error: {what}: {error}"));

@@ -116,7 +116,7 @@ pub enum StoreError {
 
     /// The body the store returned did not match the checksum it gave for it, in two reads
     /// (see [`crate::integrity`]). Never served, never cached.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {source}, in two reads")]
     Mismatch {
         path: String,
         #[source]
