@@ -107,7 +107,7 @@ struct Args {
     /// runs.
     #[arg(long)]
     cold_only: bool,
-    /// Times to first byte of the remote-storage scenario, in milliseconds (empty: skip it).
+    /// Times to first byte of the remote-storage scenario, in milliseconds.
     #[arg(long, value_delimiter = ',', default_value = "20,50,100")]
     remote_first_byte_ms: Vec<u64>,
     /// Bandwidth of one connection to the remote store, in bytes a second.
@@ -133,8 +133,11 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     python_threads: usize,
     /// Run only the remote-storage scenario (and the CPU ceiling it is compared with).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_remote")]
     remote_only: bool,
+    /// Skip the remote-storage scenario.
+    #[arg(long)]
+    no_remote: bool,
 }
 
 /// The same allocator as the server's (mimalloc), so the client side of a benchmark costs what
@@ -208,7 +211,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let results = run_all(&plan, &launcher).await?;
-    let remote = match remote_plan.first_byte.is_empty() {
+    let remote = match args.no_remote || remote_plan.first_byte.is_empty() {
         true => None,
         false => Some(
             run_remote(

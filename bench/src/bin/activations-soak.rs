@@ -55,8 +55,9 @@ struct Args {
     /// The SDK's per-call deadline, in seconds.
     #[arg(long, default_value_t = 60)]
     call_timeout: u64,
-    /// Attempts of the SDK's retry policy.
-    #[arg(long, default_value_t = 5)]
+    /// Attempts of the SDK's retry policy: 8 waits up to about 7 s in all, enough to ride out
+    /// the server's restart (it drains, then starts again, in about 2 s).
+    #[arg(long, default_value_t = 8)]
     attempts: u32,
     /// Seconds between two samples of the server's process.
     #[arg(long, default_value_t = 5)]
