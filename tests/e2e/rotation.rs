@@ -6,7 +6,6 @@
 //! where no watch sees them.
 
 use std::{
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -55,6 +54,22 @@ impl SecretVolume {
         std::fs::rename(&staged, self.path("..data")).unwrap();
     }
 
+    /// The server binary, reading its certificate, key and tokens from this volume; its
+    /// `https://` URL.
+    fn serve(&self) -> (ServerProcess, String) {
+        let path = |name: &str| self.path(name).display().to_string();
+        let server = ServerProcess::start(&[
+            "--tls-cert".into(),
+            path("tls.crt"),
+            "--tls-key".into(),
+            path("tls.key"),
+            "--auth-tokens-file".into(),
+            path("tokens"),
+        ]);
+        let url = server.url.replace("http://", "https://");
+        (server, url)
+    }
+
     /// Rewrites the current version's token file in place: no link changes in the watched
     /// directory.
     fn rewrite_tokens(&self, tokens: &str) {
@@ -99,16 +114,7 @@ async fn certificates_and_tokens_rotate_under_load_without_a_restart() {
         &pki.read("server.key"),
         "old-token\n",
     );
-    let path = |name: &str| volume.path(name).display().to_string();
-    let server = ServerProcess::start(&[
-        "--tls-cert".into(),
-        path("tls.crt"),
-        "--tls-key".into(),
-        path("tls.key"),
-        "--auth-tokens-file".into(),
-        path("tokens"),
-    ]);
-    let url = server.url.replace("http://", "https://");
+    let (server, url) = volume.serve();
     assert_eq!(call(&url, &[&ca], "old-token").await.unwrap(), 5);
 
     // Load: callers that trust both CAs, each on new connections, with the old token until it
@@ -199,17 +205,8 @@ async fn unusable_files_leave_the_credentials_in_use() {
         &pki.read("server.key"),
         "a-token\n",
     );
-    let path = |name: &str| volume.path(name).display().to_string();
-    let server = ServerProcess::start(&[
-        "--tls-cert".into(),
-        path("tls.crt"),
-        "--tls-key".into(),
-        path("tls.key"),
-        "--auth-tokens-file".into(),
-        path("tokens"),
-    ]);
-    let url = server.url.replace("http://", "https://");
-    let key = path("tls.key");
+    let (server, url) = volume.serve();
+    let key = volume.path("tls.key");
     // A key that is not the certificate's, and a token file without tokens.
     volume.rotate(
         &pki.read("server.pem"),
@@ -222,5 +219,5 @@ async fn unusable_files_leave_the_credentials_in_use() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(call(&url, &[&ca], "a-token").await.unwrap(), 5);
-    assert!(Path::new(&key).exists());
+    assert!(key.exists());
 }
