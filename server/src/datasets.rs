@@ -362,6 +362,12 @@ async fn keep_opening(
 ) {
     let mut first = Some(first);
     let mut delays = reopen.delays();
+    let available = |open: bool| {
+        if let Some(metrics) = &metrics {
+            metrics.dataset_available(&spec.name, open);
+        }
+    };
+    available(false);
     let bound = options.storage.read_deadline();
     for attempt in 1u64.. {
         let opened = tokio::time::timeout(
@@ -387,6 +393,7 @@ async fn keep_opening(
                     );
                 }
                 let _ = slot.open.set(Arc::new(dataset));
+                available(true);
                 changes.send_replace(());
                 if let Some(first) = first.take() {
                     let _ = first.send(First::Opened);

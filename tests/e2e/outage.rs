@@ -6,7 +6,9 @@
 use std::{collections::HashMap, process::Command, time::Duration};
 
 use activations_client::{ActivationsClient, Code, ErrorReason, RetryPolicy};
-use activations_e2e::{fixtures::REAL_NEURON, process::ServerProcess, tools::server_binary};
+use activations_e2e::{
+    fixtures::REAL_NEURON, process::ServerProcess, scrape::Scrape, tools::server_binary,
+};
 use activations_format::{layout::Layout, shape::Shape};
 use activations_webstore::{Fault, FaultyHttpServer};
 use bytes::Bytes;
@@ -64,7 +66,13 @@ async fn a_dataset_whose_store_is_down_at_startup_is_served_once_it_answers() {
         "1s".into(),
         "--dataset-reopen-max-delay".into(),
         "1s".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
     ]);
+    let metrics = server.metrics_url.clone().expect("a metrics endpoint");
+    let available = |scrape: &Scrape, dataset: &str| {
+        scrape.value("activations_dataset_available", &[("dataset", dataset)])
+    };
     let client = ActivationsClient::connect(server.url.clone())
         .await
         .unwrap()
@@ -126,6 +134,12 @@ async fn a_dataset_whose_store_is_down_at_startup_is_served_once_it_answers() {
         [("sample", true), ("web", false), ("refused", false)]
     );
     assert!(listed[1].unavailable.contains("503"), "{:?}", listed[1]);
+    let scrape = Scrape::fetch(&metrics).await;
+    let states: Vec<f64> = ["sample", "web", "refused"]
+        .iter()
+        .map(|dataset| available(&scrape, dataset))
+        .collect();
+    assert_eq!(states, [1.0, 0.0, 0.0], "{}", scrape.text);
 
     // The store answers again: the dataset opens without a restart.
     web.clear_faults("manifest.json");
@@ -152,6 +166,9 @@ async fn a_dataset_whose_store_is_down_at_startup_is_served_once_it_answers() {
         health(&server.url, "dataset/refused").await,
         ServingStatus::NotServing
     );
+    let scrape = Scrape::fetch(&metrics).await;
+    assert_eq!(available(&scrape, "web"), 1.0, "{}", scrape.text);
+    assert_eq!(available(&scrape, "refused"), 0.0, "{}", scrape.text);
 
     // Each change is logged once, however many attempts failed the same way.
     let log = server.log();

@@ -68,6 +68,12 @@ struct Inner {
     slots_capacity: Gauge<i64, AtomicI64>,
     storage: storage::Families,
     caches: Arc<cache::CacheCollector>,
+    dataset_available: Family<DatasetLabels, Gauge<i64, AtomicI64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DatasetLabels {
+    dataset: String,
 }
 
 /// What the limits of calls record: the slots in use, and the responses ended as idle.
@@ -154,6 +160,13 @@ impl Metrics {
              --stream-idle-timeout (ABORTED, STREAM_IDLE).",
             slots.idle_ended.clone(),
         );
+        let dataset_available = Family::<DatasetLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "dataset_available",
+            "1 while a dataset is open, 0 while its store could not be read yet (its calls are \
+             answered UNAVAILABLE and the server keeps trying to open it), by dataset.",
+            dataset_available.clone(),
+        );
         let storage = storage::Families::register(&mut registry);
         let caches = Arc::new(cache::CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
@@ -169,6 +182,7 @@ impl Metrics {
                 slots_capacity,
                 storage,
                 caches,
+                dataset_available,
             }),
         }
     }
@@ -251,6 +265,16 @@ impl Metrics {
     /// What the storage of `dataset` records into.
     pub fn storage(&self, dataset: &str) -> StorageMetrics {
         StorageMetrics::new(self.inner.storage.clone(), dataset)
+    }
+
+    /// Records whether `dataset` is open.
+    pub fn dataset_available(&self, dataset: &str, available: bool) {
+        self.inner
+            .dataset_available
+            .get_or_create(&DatasetLabels {
+                dataset: dataset.to_string(),
+            })
+            .set(i64::from(available));
     }
 
     /// Reports the statistics of `dataset`'s cache at every scrape, for as long as the cache
