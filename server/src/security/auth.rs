@@ -197,7 +197,13 @@ impl AuthPolicy {
         }
         let value = headers.get(AUTHORIZATION).ok_or(Refusal::Missing)?;
         let token = bearer_token(value.as_bytes()).ok_or(Refusal::Malformed)?;
-        if self.tokens().accepts(token) {
+        // Checked under the read lock, without cloning the set: every call passes here.
+        let accepted = self
+            .tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .accepts(token);
+        if accepted {
             Ok(())
         } else {
             Err(Refusal::UnknownToken)
