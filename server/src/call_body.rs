@@ -238,6 +238,22 @@ mod tests {
         StreamBody::new(stream)
     }
 
+    /// The status of the next frame, which must be the trailers.
+    async fn trailing_status<B>(mut body: Pin<&mut B>) -> Status
+    where
+        B: HttpBody<Data = Bytes> + ?Sized,
+        B::Error: std::fmt::Debug,
+    {
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        Status::from_header_map(&trailers).unwrap()
+    }
+
     use futures::StreamExt;
 
     #[tokio::test(start_paused = true)]
@@ -251,14 +267,7 @@ mod tests {
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap().len(), 4);
         }
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
-        let status = Status::from_header_map(&trailers).unwrap();
+        let status = trailing_status(body.as_mut()).await;
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
         assert_eq!(status.message(), "too late");
         assert!(body.frame().await.is_none());
@@ -325,14 +334,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(Arc::strong_count(&guard), 1, "the slot was not given back");
         assert_eq!(ended.load(std::sync::atomic::Ordering::Relaxed), 1);
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
-        let status = Status::from_header_map(&trailers).unwrap();
+        let status = trailing_status(body.as_mut()).await;
         assert_eq!(status.code(), tonic::Code::Aborted);
         assert!(body.frame().await.is_none());
     }

@@ -186,13 +186,7 @@ impl Datasets {
         } else {
             specs
         };
-        for (i, spec) in specs.iter().enumerate() {
-            if specs[..i].iter().any(|s| s.name == spec.name) {
-                return Err(ConfigError::DuplicateName {
-                    name: spec.name.clone(),
-                });
-            }
-        }
+        distinct(specs.iter().map(|spec| spec.name.as_str()))?;
         let mut options = *options;
         options.cache.max_bytes /= specs.len() as u64;
         let (changes, _) = watch::channel(());
@@ -245,13 +239,7 @@ impl Datasets {
         if entries.is_empty() {
             return Err(ConfigError::NoDatasets);
         }
-        for (i, dataset) in entries.iter().enumerate() {
-            if entries[..i].iter().any(|d| d.name == dataset.name) {
-                return Err(ConfigError::DuplicateName {
-                    name: dataset.name.clone(),
-                });
-            }
-        }
+        distinct(entries.iter().map(|dataset| dataset.name.as_str()))?;
         let slots: Vec<Arc<Slot>> = entries
             .into_iter()
             .map(|dataset| {
@@ -320,11 +308,6 @@ impl Datasets {
             .collect()
     }
 
-    /// The datasets that are open, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Dataset>> {
-        self.slots.iter().filter_map(|slot| slot.open.get())
-    }
-
     /// Changes whenever a dataset opens or the cause that keeps it closed changes.
     pub fn changes(&self) -> watch::Receiver<()> {
         self.changes.subscribe()
@@ -346,6 +329,19 @@ impl fmt::Display for Datasets {
         }
         Ok(())
     }
+}
+
+/// Refuses a name given twice.
+fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(ConfigError::DuplicateName {
+                name: name.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Opens `spec` into its slot, trying again after each store fault until it opens or the slot

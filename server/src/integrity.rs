@@ -14,8 +14,6 @@
 //! either, the request fails with [`ChecksumMismatch`], which the store reports as `DATA_LOSS`.
 //! A failed read is never cached.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -114,10 +112,9 @@ pub struct VerifiedClient {
     pub checksums: Checksums,
 }
 
-/// A whole body: what it was checked against, if anything, and whether it matched.
+/// A response whose body matched its checksum or had none to match, or the mismatch.
 enum Checked {
-    Unchecked(HttpResponse),
-    Matched(HttpResponse),
+    Passed(HttpResponse),
     Mismatched(ChecksumMismatch),
 }
 
@@ -128,7 +125,7 @@ impl VerifiedClient {
         let response = self.client.execute(request).await?;
         let expected = match self.checksums.expected(response.headers()) {
             Some(expected) if whole_get && response.status() == http::StatusCode::OK => expected,
-            _ => return Ok(Checked::Unchecked(response)),
+            _ => return Ok(Checked::Passed(response)),
         };
         let (parts, body) = response.into_parts();
         let bytes: Bytes = body.collect().await?.to_bytes();
@@ -141,11 +138,12 @@ impl VerifiedClient {
             }));
         }
         let body = HttpResponseBody::from(bytes);
-        Ok(Checked::Matched(HttpResponse::from_parts(parts, body)))
+        Ok(Checked::Passed(HttpResponse::from_parts(parts, body)))
     }
 }
 
-/// A copy of a `GET` or `HEAD` request, which has no body, to send it again.
+/// A copy of a `GET` request, which has no body, to send it again; `None` for other methods,
+/// whose bodies are never checked.
 fn again(request: &HttpRequest) -> Option<HttpRequest> {
     if request.method() != http::Method::GET {
         return None;
@@ -163,7 +161,7 @@ impl HttpService for VerifiedClient {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let retry = again(&request);
         let first = match self.fetch(request).await? {
-            Checked::Unchecked(response) | Checked::Matched(response) => return Ok(response),
+            Checked::Passed(response) => return Ok(response),
             Checked::Mismatched(mismatch) => mismatch,
         };
         tracing::warn!(
@@ -175,19 +173,9 @@ impl HttpService for VerifiedClient {
             None => Checked::Mismatched(first),
         };
         match second {
-            Checked::Unchecked(response) | Checked::Matched(response) => Ok(response),
+            Checked::Passed(response) => Ok(response),
             Checked::Mismatched(mismatch) => Err(HttpError::new(HttpErrorKind::Decode, mismatch)),
         }
-    }
-}
-
-impl fmt::Display for Checksums {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Content-MD5, x-goog-hash")?;
-        if self.etag_is_md5 {
-            f.write_str(", an MD5 ETag")?;
-        }
-        Ok(())
     }
 }
 

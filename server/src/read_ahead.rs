@@ -60,11 +60,6 @@ impl Budget {
         }
     }
 
-    /// Its size, in bytes.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// The bytes held now.
     pub fn in_use(&self) -> usize {
         self.bytes - self.semaphore.available_permits()

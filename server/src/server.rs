@@ -147,7 +147,8 @@ pub async fn serve(
     health
         .set_serving::<ActivationServiceServer<ActivationsService>>()
         .await;
-    let datasets_health = report_datasets(service.datasets().clone(), health.clone());
+    let datasets = service.datasets().clone();
+    let datasets_health = report_datasets(datasets.clone(), health.clone());
 
     // Both reflection versions describe every service, each other included, so a client that
     // speaks either sees the whole server.
@@ -162,12 +163,6 @@ pub async fn serve(
             )
     };
     let reflection_v1 = reflection().build_v1()?;
-    let dataset_names: Vec<String> = service
-        .datasets()
-        .states()
-        .iter()
-        .map(|state| state.name().to_string())
-        .collect();
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // Every call gets a span, a log line when it ends, and its metrics if there are any.
@@ -217,10 +212,10 @@ pub async fn serve(
             () = &mut shutdown => {}
             () = datasets_health => shutdown.await,
         }
-        for dataset in &dataset_names {
+        for dataset in datasets.states() {
             health
                 .set_service_status(
-                    health_name(dataset),
+                    health_name(dataset.name()),
                     tonic_health::ServingStatus::NotServing,
                 )
                 .await;

@@ -182,6 +182,7 @@ impl Reloader {
                 .map(|path| path.parent().filter(|p| !p.as_os_str().is_empty()))
                 .map(|parent| parent.unwrap_or(Path::new(".")))
                 .collect();
+            directories.sort();
             directories.dedup();
             for directory in directories {
                 if let Err(error) = watcher.watch(directory, notify::RecursiveMode::NonRecursive) {

@@ -127,37 +127,18 @@ pub enum StoreError {
 impl StoreError {
     /// This error with its path rewritten by `rewrite` (a listing's error, which names a
     /// location, not a path, is left as it is).
-    pub(crate) fn map_path(self, rewrite: impl FnOnce(String) -> String) -> StoreError {
-        match self {
-            StoreError::NotFound { path } => StoreError::NotFound {
-                path: rewrite(path),
-            },
-            StoreError::Corrupt { path, source } => StoreError::Corrupt {
-                path: rewrite(path),
-                source,
-            },
-            StoreError::Unavailable { path, source } => StoreError::Unavailable {
-                path: rewrite(path),
-                source,
-            },
-            StoreError::Denied { path, source } => StoreError::Denied {
-                path: rewrite(path),
-                source,
-            },
-            StoreError::Internal { path, detail } => StoreError::Internal {
-                path: rewrite(path),
-                detail,
-            },
-            StoreError::Unreadable { path, reason } => StoreError::Unreadable {
-                path: rewrite(path),
-                reason,
-            },
-            StoreError::Mismatch { path, source } => StoreError::Mismatch {
-                path: rewrite(path),
-                source,
-            },
-            listing @ StoreError::ListingUnavailable { .. } => listing,
+    pub(crate) fn map_path(mut self, rewrite: impl FnOnce(String) -> String) -> StoreError {
+        match &mut self {
+            StoreError::NotFound { path }
+            | StoreError::Corrupt { path, .. }
+            | StoreError::Unavailable { path, .. }
+            | StoreError::Denied { path, .. }
+            | StoreError::Internal { path, .. }
+            | StoreError::Unreadable { path, .. }
+            | StoreError::Mismatch { path, .. } => *path = rewrite(std::mem::take(path)),
+            StoreError::ListingUnavailable { .. } => {}
         }
+        self
     }
 
     pub(crate) fn from_object_store(
