@@ -398,9 +398,10 @@ const LIKELY_CAUSES: [(&[&str], &str); 10] = [
         "the server refused this client's certificate: it has expired or was revoked; renew it",
     ),
     // A call made at once on a new connection that the server refuses may fail on the
-    // connection's closing before the alert saying why is read.
+    // connection's closing before the alert saying why is read: hyper then cancels it as
+    // "connection closed" or "connection was not ready", by where the call was.
     (
-        &["operation was canceled: connection closed"],
+        &["operation was canceled: connection"],
         "the server closed the connection as soon as it opened: over mutual TLS, a server does \
          so when it refuses this client's certificate (none sent, or not from a CA it trusts \
          for clients); else it was stopping",
