@@ -54,8 +54,8 @@ use tonic::Status;
 use crate::error::{Error, Result, StatusError};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry::{Backoff, Deadline};
+use crate::routing::Route;
 use crate::settings::CallSettings;
-use crate::stub::Stub;
 
 /// Which neurons a bulk stream reads, in which order.
 ///
@@ -188,12 +188,12 @@ pub type NeuronSplitsStream = BoxStream<'static, Result<NeuronSplits>>;
 /// [`ActivationsClient::neuron_splits`](crate::ActivationsClient::neuron_splits)), resumed from
 /// the last neuron delivered after transient failures.
 pub(crate) fn stream(
-    stub: Stub,
+    route: Route,
     calls: CallSettings,
     request: pb::StreamNeuronSplitsRequest,
 ) -> NeuronSplitsStream {
     let bulk = Bulk {
-        stub,
+        route,
         calls,
         assembler: Assembler::new(request.splits.clone()),
         backoff: Backoff::new(calls.retry, None),
@@ -210,7 +210,7 @@ pub(crate) fn stream(
 
 /// The state of a bulk stream between items.
 struct Bulk {
-    stub: Stub,
+    route: Route,
     calls: CallSettings,
     /// The request; its cursor is that of the last neuron delivered.
     request: pb::StreamNeuronSplitsRequest,
@@ -275,12 +275,13 @@ impl Bulk {
     + Send
     + 'static {
         let deadline = Deadline::start(self.calls.timeout);
-        let mut inner = self.stub.clone();
+        let route = self.route.clone();
         let request = deadline.request(self.request.clone());
         async move {
-            let response = deadline
-                .run(async move { inner.stream_neuron_splits(request).await })
-                .await?;
+            let open = route.attempt(None, |mut stub| async move {
+                stub.stream_neuron_splits(request).await
+            });
+            let response = deadline.run(open).await?;
             Ok(deadline.bound(response.into_inner()))
         }
     }

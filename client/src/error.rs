@@ -74,6 +74,14 @@ pub enum Error {
         /// What was wrong.
         what: &'static str,
     },
+    /// A `dns:` target that cannot be used, or given with other addresses.
+    #[error("invalid server target {target:?}: {reason}")]
+    InvalidTarget {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A [`ClientBuilder`](crate::ClientBuilder) was asked to connect without any endpoint.
     #[error("no server to connect to: add one with ClientBuilder::endpoint")]
     NoEndpoint,
@@ -122,6 +130,7 @@ impl Error {
             Error::InvalidEndpoint { .. }
             | Error::Connect { .. }
             | Error::MissingPort { .. }
+            | Error::InvalidTarget { .. }
             | Error::MalformedResponse { .. }
             | Error::NoEndpoint
             | Error::Tls { .. }

@@ -6,8 +6,11 @@
 //!
 //! - [`client`]: [`ActivationsClient`], one method per RPC plus the Python names
 //!   (`train_activation_records`, `sorted_layers`, `load_neuron`, ...).
-//! - [`settings`]: [`ClientBuilder`] (from [`ActivationsClient::builder`]): several servers
-//!   balanced on the client side, deadlines, [`RetryPolicy`], [`Compression`].
+//! - [`settings`]: [`ClientBuilder`] (from [`ActivationsClient::builder`]): the servers,
+//!   deadlines, [`RetryPolicy`], [`Compression`].
+//! - [`routing`]: several servers (a list or a `dns:///` name), each neuron's calls to its owner
+//!   by rendezvous hashing (the hash documented for other clients), failed servers taken out
+//!   until a health check passes.
 //! - [`security`]: [`Tls`] (the CA to trust, a client certificate for mutual TLS) and the
 //!   bearer token sent on every call.
 //! - [`bulk`]: jobs over many neurons: [`ActivationsClient::neuron_splits`], one
@@ -41,6 +44,7 @@ pub mod client;
 pub mod error;
 pub mod explain;
 mod retry;
+pub mod routing;
 pub mod security;
 pub mod settings;
 mod stub;

@@ -105,6 +105,12 @@ impl Tls {
         self
     }
 
+    /// These settings, checking the certificate against `host` unless they name a domain.
+    pub(crate) fn default_domain_name(mut self, host: &str) -> Tls {
+        self.domain_name.get_or_insert_with(|| host.to_owned());
+        self
+    }
+
     /// tonic's configuration for these settings, once each PEM text is checked: tonic would
     /// take a CA file without certificates as trusting no one, and fail every connection later
     /// with a less helpful error.

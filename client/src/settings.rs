@@ -3,7 +3,10 @@
 //!
 //! | setting | default | what it does |
 //! | --- | --- | --- |
-//! | [`endpoint`](ClientBuilder::endpoint) / [`endpoints`](ClientBuilder::endpoints) | none (required) | the server(s); several are balanced on the client side |
+//! | [`endpoint`](ClientBuilder::endpoint) / [`endpoints`](ClientBuilder::endpoints) | none (required) | the server(s), or one `dns:///host:port` name whose every address is a server |
+//! | [`policy`](ClientBuilder::policy) | [`Policy::Affinity`](crate::routing::Policy::Affinity) | with several servers: each neuron's calls to its owner by rendezvous hashing, or round robin (see [`routing`](crate::routing)) |
+//! | [`resolve_interval`](ClientBuilder::resolve_interval) | 30 s | how often a `dns:///` name is resolved again (and soon after a server fails) |
+//! | [`resolver`](ClientBuilder::resolver) | the system's | what resolves a `dns:///` name |
 //! | [`dataset`](ClientBuilder::dataset) | `""` (the server's default) | the dataset every request names |
 //! | [`timeout`](ClientBuilder::timeout) | none | deadline of every call, streams and retries included, sent as `grpc-timeout` |
 //! | [`connect_timeout`](ClientBuilder::connect_timeout) | 10 s | bound on opening one connection |

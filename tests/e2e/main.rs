@@ -18,6 +18,7 @@ mod oracle;
 mod outage;
 mod python_client;
 mod rotation;
+mod scale;
 mod sdk;
 mod secrets;
 mod security;

@@ -33,8 +33,17 @@ impl ServerProcess {
     /// # Panics
     /// When it cannot be run or exits before it is ready.
     pub fn start(args: &[String]) -> ServerProcess {
+        ServerProcess::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts the binary with `--listen listen` (such as `127.0.0.3:0`, a replica's own
+    /// loopback address) and `args`, and waits for its ready line.
+    ///
+    /// # Panics
+    /// When it cannot be run or exits before it is ready.
+    pub fn start_on(listen: &str, args: &[String]) -> ServerProcess {
         let mut child = Command::new(server_binary())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env_remove("ACTIVATIONS_LOG")
             .env_remove("ACTIVATIONS_DATASETS")

@@ -1,5 +1,6 @@
 //! [`ClientBuilder`]: the settings of a client, and connecting it to its servers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -7,6 +8,10 @@ use tonic::transport::{Channel, Endpoint};
 use super::ActivationsClient;
 use crate::error::{Chain, Error, Result};
 use crate::retry::Backoff;
+use crate::routing::discovery::DnsName;
+use crate::routing::{
+    DEFAULT_RESOLVE_INTERVAL, Dialer, Policy, Pool, Resolve, Route, SystemResolver,
+};
 use crate::security::{BearerToken, Credentials, Tls};
 use crate::settings::{
     CallSettings, Compression, DEFAULT_CONNECT_TIMEOUT, MAX_DECODING_MESSAGE_SIZE,
@@ -48,6 +53,9 @@ pub struct ClientBuilder {
     tls: Option<Tls>,
     bearer_token: Option<BearerToken>,
     max_encoding_message_size: usize,
+    policy: Policy,
+    resolve_interval: Duration,
+    resolver: Arc<dyn Resolve>,
 }
 
 impl Default for ClientBuilder {
@@ -62,16 +70,25 @@ impl Default for ClientBuilder {
             tls: None,
             bearer_token: None,
             max_encoding_message_size: MAX_ENCODING_MESSAGE_SIZE,
+            policy: Policy::Affinity,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            resolver: Arc::new(SystemResolver),
         }
     }
 }
 
 impl ClientBuilder {
     /// Adds a server to call, such as `http://10.0.0.5:50051`; an address without a scheme is
-    /// taken as `http://`. Call it once per server: with several, every call goes to one of
-    /// them, balanced on the client side (tonic's `Channel::balance_list`: of two servers picked
-    /// at random, the one with fewer calls in flight), and a server that cannot be reached is
-    /// retried like any `UNAVAILABLE` failure.
+    /// taken as `http://`. Call it once per server: with several, each call goes to one of them
+    /// per the [`policy`](Self::policy) (by default the neuron's owner by rendezvous hashing,
+    /// see [`routing`](crate::routing)), and a server that cannot be reached is taken out until
+    /// a health check passes, its calls retried on the next server.
+    ///
+    /// Or one DNS name, `dns:///host:port` (a Kubernetes headless Service, such as
+    /// `dns:///activations-headless.default.svc.cluster.local:50051`): every address it resolves
+    /// to is a server, resolved again every [`resolve_interval`](Self::resolve_interval) and soon
+    /// after a server fails. With [`tls`](Self::tls), the certificates are checked against the
+    /// DNS name unless [`Tls::domain_name`] says otherwise.
     ///
     /// # Examples
     ///
@@ -354,6 +371,59 @@ impl ClientBuilder {
         self
     }
 
+    /// How calls are spread over several servers: [`Policy::Affinity`] (the default) or
+    /// [`Policy::RoundRobin`]. With one server, it changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::{ActivationsClient, routing::Policy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoints(["127.0.0.1:50051", "127.0.0.1:50052"])
+    ///     .policy(Policy::RoundRobin)
+    ///     .connect_lazy()?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How often a `dns:///` target is resolved again (default 30 s); it is also resolved
+    /// soon after a server fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("dns:///localhost:50051")
+    ///     .resolve_interval(Duration::from_secs(5))
+    ///     .connect_lazy()?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn resolve_interval(mut self, interval: Duration) -> Self {
+        self.resolve_interval = interval;
+        self
+    }
+
+    /// Resolves `dns:///` targets with `resolver` instead of the system's (see [`Resolve`]).
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
     /// Opens the client.
     ///
     /// With one endpoint, connects at once, retrying a failed connection per the
@@ -380,15 +450,21 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub async fn connect(self) -> Result<ActivationsClient> {
-        let credentials = self.credentials()?;
-        let mut endpoints = self.parsed_endpoints()?;
-        let channel = if endpoints.len() == 1 {
-            let (url, endpoint) = endpoints.remove(0);
-            connect_with_retries(url, &endpoint, self.calls.retry).await?
-        } else {
-            Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
+        let route = match self.targets()? {
+            Targets::One(url, endpoint) => {
+                let channel = connect_with_retries(url, &endpoint, self.calls.retry).await?;
+                Route::One(Box::new(self.dialer(None)?.stub(channel)))
+            }
+            targets => {
+                let route = self.route(targets)?;
+                if let Route::Pool(pool) = &route {
+                    // A DNS name that resolves to nothing fails here rather than at the first call.
+                    pool.pick(None).await.map_err(Error::from)?;
+                }
+                route
+            }
         };
-        Ok(self.client(channel, credentials))
+        Ok(self.client(route))
     }
 
     /// Opens the client without connecting: each server is connected on the first call that
@@ -410,14 +486,91 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn connect_lazy(self) -> Result<ActivationsClient> {
-        let credentials = self.credentials()?;
+        let targets = self.targets()?;
+        let route = self.route(targets)?;
+        Ok(self.client(route))
+    }
+
+    /// The route to `targets`, every server connected lazily.
+    fn route(&self, targets: Targets) -> Result<Route> {
+        Ok(match targets {
+            Targets::One(_, endpoint) => {
+                Route::One(Box::new(self.dialer(None)?.stub(endpoint.connect_lazy())))
+            }
+            Targets::Fixed(endpoints) => {
+                let servers = endpoints.into_iter().map(|(_, endpoint)| {
+                    let address = endpoint
+                        .uri()
+                        .authority()
+                        .map_or_else(String::new, |a| a.as_str().to_ascii_lowercase());
+                    (address, endpoint.connect_lazy())
+                });
+                Route::Pool(Pool::fixed(self.policy, self.dialer(None)?, servers))
+            }
+            Targets::Dns(name) => {
+                let dialer = self.dialer(Some(name.host.clone()))?;
+                Route::Pool(Pool::resolving(
+                    self.policy,
+                    dialer,
+                    name,
+                    Arc::clone(&self.resolver),
+                    self.resolve_interval,
+                ))
+            }
+        })
+    }
+
+    /// What every server's stub shares.
+    fn dialer(&self, dns_host: Option<String>) -> Result<Dialer> {
+        if let Some(tls) = &self.tls {
+            // Checks the PEM texts now, whatever the target.
+            tls.client_config()?;
+        }
+        Ok(Dialer {
+            credentials: self.credentials()?,
+            compression: self.compression,
+            max_decoding_message_size: self.max_decoding_message_size,
+            max_encoding_message_size: self.max_encoding_message_size,
+            connect_timeout: self.connect_timeout,
+            tls: self.tls.clone(),
+            dns_host,
+        })
+    }
+
+    /// The endpoints given: one server, several, or one DNS name.
+    fn targets(&self) -> Result<Targets> {
+        let dns: Vec<_> = self
+            .endpoints
+            .iter()
+            .filter_map(|url| DnsName::parse(url).map(|parsed| (url, parsed)))
+            .collect();
+        match dns.as_slice() {
+            [] => {}
+            [(url, parsed)] if self.endpoints.len() == 1 => {
+                return match parsed {
+                    Ok(name) => Ok(Targets::Dns(name.clone())),
+                    Err(reason) => Err(Error::InvalidTarget {
+                        target: (*url).clone(),
+                        reason: reason.clone(),
+                    }),
+                };
+            }
+            [(url, _), ..] => {
+                return Err(Error::InvalidTarget {
+                    target: (*url).clone(),
+                    reason: "a dns:/// target names every server: give it alone, not with other \
+                             addresses"
+                        .to_owned(),
+                });
+            }
+        }
         let mut endpoints = self.parsed_endpoints()?;
-        let channel = if endpoints.len() == 1 {
-            endpoints.remove(0).1.connect_lazy()
+        Ok(if endpoints.len() == 1 {
+            let (url, endpoint) = endpoints.remove(0);
+            Targets::One(url, Box::new(endpoint))
         } else {
-            Channel::balance_list(endpoints.into_iter().map(|(_, endpoint)| endpoint))
-        };
-        Ok(self.client(channel, credentials))
+            Targets::Fixed(endpoints)
+        })
     }
 
     fn credentials(&self) -> Result<Credentials> {
@@ -466,17 +619,19 @@ impl ClientBuilder {
             .collect()
     }
 
-    fn client(self, channel: Channel, credentials: Credentials) -> ActivationsClient {
-        ActivationsClient::configured(
-            channel,
-            credentials,
-            self.calls,
-            self.compression,
-            self.max_decoding_message_size,
-            self.max_encoding_message_size,
-        )
-        .with_dataset(self.dataset)
+    fn client(self, route: Route) -> ActivationsClient {
+        ActivationsClient::routed(route, self.calls).with_dataset(self.dataset)
     }
+}
+
+/// The servers a builder names.
+enum Targets {
+    /// One server: `(url, endpoint)`.
+    One(String, Box<Endpoint>),
+    /// Several.
+    Fixed(Vec<(String, Endpoint)>),
+    /// Every address of a DNS name.
+    Dns(DnsName),
 }
 
 /// Connects to one endpoint, retrying failed connections per `policy`.

@@ -15,11 +15,12 @@ use crate::bulk::{self, NeuronSplits, NeuronSplitsStream, Selection};
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry;
+use crate::routing::{Route, RouteKey};
 use crate::security::Credentials;
 use crate::settings::{
     CallSettings, Compression, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, RetryPolicy,
 };
-use crate::stub::{self, Stub};
+use crate::stub;
 
 /// A stream of the records of one split, in the Python order. See
 /// [`ActivationsClient::stream_activation_records`].
@@ -72,7 +73,7 @@ pub fn neuron_id(layer_index: u32, neuron_index: u32) -> NeuronId {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ActivationsClient {
-    inner: Stub,
+    route: Route,
     dataset: String,
     calls: CallSettings,
 }
@@ -144,14 +145,22 @@ impl ActivationsClient {
         max_decoding_message_size: usize,
         max_encoding_message_size: usize,
     ) -> Self {
-        ActivationsClient {
-            inner: stub::new(
+        ActivationsClient::routed(
+            Route::One(Box::new(stub::new(
                 channel,
                 credentials,
                 compression,
                 max_decoding_message_size,
                 max_encoding_message_size,
-            ),
+            ))),
+            calls,
+        )
+    }
+
+    /// A client whose calls go where `route` sends them.
+    pub(crate) fn routed(route: Route, calls: CallSettings) -> Self {
+        ActivationsClient {
+            route,
             dataset: String::new(),
             calls,
         }
@@ -194,6 +203,33 @@ impl ActivationsClient {
         &self.dataset
     }
 
+    /// The servers of a client with several (a list, or every address of a `dns:///` name as
+    /// last resolved), in address order, each with whether it takes calls now (a server whose
+    /// connection failed is out until a health check passes). Empty for a client with one server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::ActivationsClient;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoints(["127.0.0.1:50051", "127.0.0.1:50052"])
+    ///     .connect_lazy()?;
+    /// let servers = client.servers();
+    /// assert_eq!(servers[0].address, "127.0.0.1:50051");
+    /// assert!(servers.iter().all(|server| server.available));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn servers(&self) -> Vec<crate::routing::Server> {
+        match &self.route {
+            Route::One(_) => Vec::new(),
+            Route::Pool(pool) => pool.servers(),
+        }
+    }
+
     /// The whole neuron file (`GetNeuronRecord`).
     ///
     /// # Examples
@@ -213,10 +249,12 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = Some(RouteKey::new(&self.dataset, id));
         retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.get_neuron_record(request).await }
+            route.attempt(key, |mut stub| async move {
+                stub.get_neuron_record(request).await
+            })
         })
         .await
     }
@@ -261,10 +299,12 @@ impl ActivationsClient {
                 n_examples_per_split: n,
             }),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = Some(RouteKey::new(&self.dataset, id));
         retry::server_stream(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.stream_activation_records(request).await }
+            route.attempt(key, |mut stub| async move {
+                stub.stream_activation_records(request).await
+            })
         })
         .await
     }
@@ -322,10 +362,12 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = Some(RouteKey::new(&self.dataset, id));
         retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.get_neuron_summary(request).await }
+            route.attempt(key, |mut stub| async move {
+                stub.get_neuron_summary(request).await
+            })
         })
         .await
     }
@@ -351,10 +393,13 @@ impl ActivationsClient {
             dataset: self.dataset.clone(),
             neuron_id: Some(id),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = Some(RouteKey::new(&self.dataset, id));
         let response = retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.neuron_exists(request).await }
+            route.attempt(
+                key,
+                |mut stub| async move { stub.neuron_exists(request).await },
+            )
         })
         .await?;
         Ok(response.exists)
@@ -378,10 +423,13 @@ impl ActivationsClient {
         let request = pb::ListLayersRequest {
             dataset: self.dataset.clone(),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = None;
         let response = retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.list_layers(request).await }
+            route.attempt(
+                key,
+                |mut stub| async move { stub.list_layers(request).await },
+            )
         })
         .await?;
         Ok(response.layer_indices)
@@ -424,10 +472,13 @@ impl ActivationsClient {
             page_size: i32::try_from(page_size).unwrap_or(i32::MAX),
             page_token: page_token.into(),
         };
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = None;
         retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.list_neurons(request).await }
+            route.attempt(
+                key,
+                |mut stub| async move { stub.list_neurons(request).await },
+            )
         })
         .await
     }
@@ -449,10 +500,13 @@ impl ActivationsClient {
     /// ```
     pub async fn datasets(&self) -> Result<Vec<pb::DatasetInfo>> {
         let request = pb::ListDatasetsRequest {};
-        let inner = &self.inner;
+        let route = &self.route;
+        let key = None;
         let response = retry::unary(self.calls, request, |request| {
-            let mut inner = inner.clone();
-            async move { inner.list_datasets(request).await }
+            route.attempt(
+                key,
+                |mut stub| async move { stub.list_datasets(request).await },
+            )
         })
         .await?;
         Ok(response.datasets)
@@ -841,7 +895,7 @@ impl ActivationsClient {
             }),
             cursor: cursor.into(),
         };
-        bulk::stream(self.inner.clone(), self.calls, request)
+        bulk::stream(self.route.clone(), self.calls, request)
     }
 
     /// Runs `f` on every neuron of [`neuron_splits`](Self::neuron_splits)`(selection, splits,

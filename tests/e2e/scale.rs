@@ -1,0 +1,342 @@
+//! Several `activations-server` replicas behind one client: real processes on their own
+//! loopback addresses (127.0.0.2, .3, ...), one web store counting every read. Affinity routing
+//! sends every call about a neuron to the same replica, so a second pass reads nothing; a
+//! replica killed in the middle loses no call; a change of the servers moves only the neurons
+//! whose owner changed; a failed replica comes back after a health check.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use activations_client::{
+    ActivationsClient, NeuronId, Split, neuron_id, pb,
+    routing::{Policy, Resolve, RouteKey, owner},
+};
+use activations_e2e::{fixtures, process::ServerProcess};
+use activations_format::{layout::Layout, shape::Shape};
+use activations_webstore::FaultyHttpServer;
+use bytes::Bytes;
+use futures::{StreamExt, future::BoxFuture};
+
+const DATASET: &str = "d";
+const LAYERS: u32 = 2;
+const N: Option<u32> = Some(5);
+
+/// A web store of `LAYERS` x `per_layer` distinct neurons (flat layout, with a manifest), and
+/// the records.
+fn store(per_layer: u32) -> (FaultyHttpServer, HashMap<NeuronId, pb::NeuronRecord>) {
+    let mut files = HashMap::new();
+    let mut records = HashMap::new();
+    for layer in 0..LAYERS {
+        for neuron in 0..per_layer {
+            let seed = u64::from(layer) << 32 | u64::from(neuron);
+            let record = fixtures::neuron(seed, layer, neuron, 20, 15);
+            files.insert(
+                format!("{layer}/{neuron}.json"),
+                Bytes::from(fixtures::to_json(&record)),
+            );
+            records.insert(neuron_id(layer, neuron), record);
+        }
+    }
+    let manifest = Shape::uniform(LAYERS, per_layer)
+        .unwrap()
+        .to_manifest(Some(Layout::Flat));
+    files.insert("manifest.json".to_string(), Bytes::from(manifest));
+    (FaultyHttpServer::start(files), records)
+}
+
+fn path(id: NeuronId) -> String {
+    format!("{}/{}.json", id.layer_index, id.neuron_index)
+}
+
+/// How many times the store has been asked for each neuron's file.
+fn reads(web: &FaultyHttpServer, ids: &[NeuronId]) -> Vec<usize> {
+    ids.iter().map(|&id| web.requests(&path(id))).collect()
+}
+
+/// The neurons read since `before`.
+fn read_since(web: &FaultyHttpServer, ids: &[NeuronId], before: &[usize]) -> BTreeSet<(u32, u32)> {
+    let now = reads(web, ids);
+    ids.iter()
+        .zip(now.iter().zip(before))
+        .filter(|(_, (now, before))| now > before)
+        .map(|(&id, _)| (id.layer_index, id.neuron_index))
+        .collect()
+}
+
+/// A replica on its own loopback address, serving the store as dataset `d`.
+fn replica(host: u8, web: &FaultyHttpServer) -> ServerProcess {
+    ServerProcess::start_on(
+        &format!("127.0.0.{host}:0"),
+        &[
+            "--dataset".into(),
+            format!("{DATASET}={}", web.url()),
+            "--shutdown-grace".into(),
+            "2s".into(),
+        ],
+    )
+}
+
+fn address(server: &ServerProcess) -> String {
+    server.url.trim_start_matches("http://").to_string()
+}
+
+/// The valid split of `record` with n=5, as the Python module cuts it.
+fn expected_valid(record: &pb::NeuronRecord) -> Vec<pb::ActivationRecord> {
+    use activations_format::splits::{Source, SplitPlan};
+    let plan = SplitPlan::new(
+        activations_format::splits::Split::Valid,
+        N,
+        record.most_positive_activation_records.len(),
+        record.random_sample.len(),
+    )
+    .unwrap();
+    plan.entries()
+        .map(|(source, index)| match source {
+            Source::TopActivating => record.most_positive_activation_records[index].clone(),
+            Source::Random => record.random_sample[index].clone(),
+        })
+        .collect()
+}
+
+/// Reads the valid split of every neuron of `ids`, 16 calls at once, and checks each against
+/// the records; `after_each` runs after each neuron with the count done so far.
+async fn pass(
+    client: &ActivationsClient,
+    ids: &[NeuronId],
+    records: &HashMap<NeuronId, pb::NeuronRecord>,
+    after_each: impl Fn(usize),
+) {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    futures::stream::iter(ids)
+        .map(|&id| async move {
+            let got = client
+                .activation_records(id, Split::Valid, N)
+                .await
+                .unwrap_or_else(|error| panic!("neuron {id:?}: {error}"));
+            (id, got)
+        })
+        .buffer_unordered(16)
+        .for_each(|(id, got)| {
+            assert_eq!(got, expected_valid(&records[&id]), "neuron {id:?}");
+            after_each(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            futures::future::ready(())
+        })
+        .await;
+}
+
+fn all_ids(records: &HashMap<NeuronId, pb::NeuronRecord>) -> Vec<NeuronId> {
+    let mut ids: Vec<_> = records.keys().copied().collect();
+    ids.sort_by_key(|id| (id.layer_index, id.neuron_index));
+    ids
+}
+
+async fn client_over(servers: &[&ServerProcess], policy: Policy) -> ActivationsClient {
+    ActivationsClient::builder()
+        .endpoints(servers.iter().map(|s| s.url.clone()))
+        .dataset(DATASET)
+        .policy(policy)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Storage reads of a first pass over 600 neurons on three replicas, with `policy`, and of a
+/// second pass in reverse order.
+async fn second_pass_reads(policy: Policy) -> (usize, usize) {
+    let (web, records) = store(300);
+    let ids = all_ids(&records);
+    let replicas = [replica(2, &web), replica(3, &web), replica(4, &web)];
+    let client = client_over(&replicas.iter().collect::<Vec<_>>(), policy).await;
+    let start = reads(&web, &ids);
+    pass(&client, &ids, &records, |_| {}).await;
+    let first = reads(&web, &ids);
+    // In another order, as the next job would ask.
+    let reversed: Vec<_> = ids.iter().rev().copied().collect();
+    pass(&client, &reversed, &records, |_| {}).await;
+    let second = reads(&web, &ids);
+    let total = |a: &[usize], b: &[usize]| a.iter().zip(b).map(|(a, b)| a - b).sum::<usize>();
+    (total(&first, &start), total(&second, &first))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_affinity_a_second_pass_reads_nothing_from_storage() {
+    let (first, second) = second_pass_reads(Policy::Affinity).await;
+    assert_eq!(
+        first, 600,
+        "the first pass reads each neuron once, on its owner"
+    );
+    assert_eq!(
+        second, 0,
+        "the second pass is served from the owners' caches"
+    );
+    let (first, second) = second_pass_reads(Policy::RoundRobin).await;
+    println!(
+        "round robin: first pass {first} reads, second pass {second} reads of 600 neurons \
+         ({:.0}% hits)",
+        100.0 * (600 - second) as f64 / 600.0
+    );
+    assert!(first >= 600, "every neuron is read at least once: {first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_in_the_middle_of_a_pass_loses_no_call() {
+    let (web, records) = store(150);
+    let ids = all_ids(&records);
+    let replicas = [replica(2, &web), replica(3, &web), replica(4, &web)];
+    let client = client_over(&replicas.iter().collect::<Vec<_>>(), Policy::Affinity).await;
+    let killed = &replicas[1];
+    pass(&client, &ids, &records, |done| {
+        if done == 100 {
+            killed.signal("KILL");
+        }
+    })
+    .await;
+    let servers = client.servers();
+    let out: Vec<_> = servers.iter().filter(|s| !s.available).collect();
+    assert_eq!(out.len(), 1, "{servers:?}");
+    assert_eq!(out[0].address, address(killed));
+}
+
+/// A resolver whose answer the test changes.
+#[derive(Debug, Clone, Default)]
+struct Switchable(Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Switchable {
+    fn set(&self, servers: &[&ServerProcess]) {
+        *self.0.lock().unwrap() = servers
+            .iter()
+            .map(|s| address(s).parse().unwrap())
+            .collect();
+    }
+}
+
+impl Resolve for Switchable {
+    fn resolve(
+        &self,
+        _host: &str,
+        _port: u16,
+    ) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+async fn wait_for_servers(client: &ActivationsClient, count: usize) {
+    for _ in 0..200 {
+        if client.servers().len() == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the client never saw {count} servers: {:?}",
+        client.servers()
+    );
+}
+
+/// The neurons of `ids` that `server` owns among `servers`.
+fn owned_by(
+    ids: &[NeuronId],
+    servers: &[&ServerProcess],
+    server: &ServerProcess,
+) -> BTreeSet<(u32, u32)> {
+    let addresses: Vec<String> = servers.iter().map(|s| address(s)).collect();
+    let mine = address(server);
+    ids.iter()
+        .copied()
+        .filter(|&id| {
+            owner(
+                addresses.iter().map(String::as_str),
+                &RouteKey::new(DATASET, id),
+            ) == Some(&mine)
+        })
+        .map(|id| (id.layer_index, id.neuron_index))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_or_removing_a_replica_moves_only_the_neurons_whose_owner_changed() {
+    let (web, records) = store(150);
+    let ids = all_ids(&records);
+    let [a, b, c, d] = [2, 3, 4, 5].map(|host| replica(host, &web));
+    let resolver = Switchable::default();
+    resolver.set(&[&a, &b, &c]);
+    let client = ActivationsClient::builder()
+        .endpoint("dns:///replicas.test:50051")
+        .resolver(resolver.clone())
+        .resolve_interval(Duration::from_millis(100))
+        .dataset(DATASET)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.servers().len(), 3);
+    pass(&client, &ids, &records, |_| {}).await;
+
+    // A fourth replica: it reads exactly the neurons it now owns, nobody else reads anything.
+    resolver.set(&[&a, &b, &c, &d]);
+    wait_for_servers(&client, 4).await;
+    let before = reads(&web, &ids);
+    pass(&client, &ids, &records, |_| {}).await;
+    let moved = read_since(&web, &ids, &before);
+    let to_d = owned_by(&ids, &[&a, &b, &c, &d], &d);
+    assert_eq!(moved, to_d);
+    assert!(
+        (30..=120).contains(&moved.len()),
+        "about a quarter of 300 neurons move: {}",
+        moved.len()
+    );
+
+    // Without the second: exactly its neurons move (to replicas that never read them).
+    let of_b = owned_by(&ids, &[&a, &b, &c, &d], &b);
+    resolver.set(&[&a, &c, &d]);
+    wait_for_servers(&client, 3).await;
+    let before = reads(&web, &ids);
+    pass(&client, &ids, &records, |_| {}).await;
+    assert_eq!(read_since(&web, &ids, &before), of_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replica_is_taken_back_once_its_health_check_passes() {
+    let (web, records) = store(60);
+    let ids = all_ids(&records);
+    let mut first = replica(2, &web);
+    let second = replica(3, &web);
+    let first_address = address(&first);
+    let client = client_over(&[&first, &second], Policy::Affinity).await;
+    let of_first = owned_by(&ids, &[&first, &second], &first);
+    let theirs: Vec<NeuronId> = of_first.iter().map(|&(l, n)| neuron_id(l, n)).collect();
+    pass(&client, &theirs, &records, |_| {}).await;
+
+    first.signal("KILL");
+    first.exit_status(Duration::from_secs(10)).await;
+    // Served by the other replica meanwhile, which reads them.
+    let before = reads(&web, &ids);
+    pass(&client, &theirs, &records, |_| {}).await;
+    assert_eq!(read_since(&web, &ids, &before), of_first);
+    assert!(!client.servers()[0].available, "{:?}", client.servers());
+
+    // Back on the same address, with an empty cache: once the health check passes, its
+    // neurons go to it again, and it reads them.
+    let _restarted = ServerProcess::start_on(
+        &first_address,
+        &["--dataset".into(), format!("{DATASET}={}", web.url())],
+    );
+    for _ in 0..200 {
+        if client.servers().iter().all(|s| s.available) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client.servers().iter().all(|s| s.available),
+        "{:?}",
+        client.servers()
+    );
+    let before = reads(&web, &ids);
+    pass(&client, &theirs, &records, |_| {}).await;
+    assert_eq!(read_since(&web, &ids, &before), of_first);
+}
