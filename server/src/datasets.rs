@@ -288,6 +288,20 @@ impl Datasets {
         slot.dataset()
     }
 
+    /// Whether every dataset has been opened or has failed an attempt to open: what the server
+    /// reports as ready (a dataset still on its first attempt is not known to be servable or not).
+    pub fn settled(&self) -> bool {
+        self.slots.iter().all(|slot| {
+            slot.open.get().is_some()
+                || !slot
+                    .down
+                    .lock()
+                    .expect("a dataset's state")
+                    .fault
+                    .is_empty()
+        })
+    }
+
     /// The name of the default dataset, the one a request with an empty name reads.
     pub fn default_name(&self) -> &str {
         &self.slots[0].name

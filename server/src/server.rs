@@ -145,9 +145,13 @@ pub async fn serve(
     let drain = Drain::new(settings.shutdown_grace);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<ActivationServiceServer<ActivationsService>>()
+        .set_service_status(LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
     let datasets = service.datasets().clone();
+    // Not ready until `report_datasets` says so: tonic's reporter starts the whole server SERVING.
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let datasets_health = report_datasets(datasets.clone(), health.clone());
 
     // Both reflection versions describe every service, each other included, so a client that
@@ -243,17 +247,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// The health entry that stays SERVING for as long as the process runs, draining included: what
+/// a liveness probe checks (readiness checks the whole server, `""`).
+pub const LIVENESS: &str = "liveness";
+
 /// A dataset's name in the health service.
 fn health_name(dataset: &str) -> String {
     format!("{HEALTH_PREFIX}{dataset}")
 }
 
-/// Keeps each dataset's health (`dataset/NAME`) up to date: `SERVING` once it is open,
-/// `NOT_SERVING` while its store cannot be read.
+/// Keeps the health up to date: each dataset's (`dataset/NAME`) `SERVING` once it is open,
+/// `NOT_SERVING` while its store cannot be read; the whole server's (`""` and the activation
+/// service's) `SERVING` once every dataset has opened or failed an attempt (then known to be
+/// down, and answered `UNAVAILABLE` with the cause), `NOT_SERVING` before.
 async fn report_datasets(datasets: Datasets, health: tonic_health::server::HealthReporter) {
     let mut changes = datasets.changes();
     loop {
         changes.mark_unchanged();
+        let ready = if datasets.settled() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", ready).await;
+        health
+            .set_service_status(
+                <ActivationServiceServer<ActivationsService> as tonic::server::NamedService>::NAME,
+                ready,
+            )
+            .await;
         for state in datasets.states() {
             let status = match state {
                 DatasetState::Open(_) => tonic_health::ServingStatus::Serving,

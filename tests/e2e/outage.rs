@@ -88,7 +88,13 @@ async fn a_dataset_whose_store_is_down_at_startup_is_served_once_it_answers() {
         health(&server.url, "dataset/sample").await,
         ServingStatus::Serving
     );
+    // Ready: every dataset has opened or failed an attempt (the failed ones are reported, and
+    // answered UNAVAILABLE, below).
     assert_eq!(health(&server.url, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(&server.url, "liveness").await,
+        ServingStatus::Serving
+    );
 
     // The broken ones are reported, with their cause.
     for (name, cause) in [("web", "manifest.json"), ("refused", "127.0.0.1")] {

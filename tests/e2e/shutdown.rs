@@ -33,7 +33,8 @@ fn write_dataset(dir: &Path) {
     }
 }
 
-/// Waits until the server's health check answers NOT_SERVING.
+/// Waits until the server's health check answers NOT_SERVING, and checks that its liveness
+/// entry still answers SERVING.
 async fn wait_until_not_serving(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -50,6 +51,16 @@ async fn wait_until_not_serving(url: &str) {
             .into_inner()
             .status();
         if status == ServingStatus::NotServing {
+            // Draining is not dying: the liveness entry stays SERVING.
+            let liveness = health
+                .check(HealthCheckRequest {
+                    service: "liveness".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status();
+            assert_eq!(liveness, ServingStatus::Serving);
             return;
         }
         assert!(Instant::now() < deadline, "health still {status:?}");
