@@ -26,9 +26,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::MissedTickBehavior;
 
 use crate::{Diagnostics, RunError};
-use activations_client::ActivationsClient;
 use activations_client::Error;
 use activations_client::pb;
+use activations_client::{ActivationsClient, Selection};
 
 /// The JSONL file of a finished `--jsonl` export, in the output directory.
 const JSONL_FILE: &str = "neurons.jsonl";
@@ -60,6 +60,28 @@ pub(super) struct Options {
     pub jsonl: bool,
     /// Requests in flight at once (at least 1).
     pub concurrency: usize,
+    /// `Some((i, n))`: only part `i` of `n` of the selection.
+    pub shard: Option<(u32, u32)>,
+}
+
+/// `--shard I/N`: part I (from 0) of N.
+pub(super) fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text.split_once('/').and_then(|(index, count)| {
+        Some((
+            index.trim().parse::<u32>().ok()?,
+            count.trim().parse::<u32>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((index, count)) if index < count => Ok((index, count)),
+        Some((index, count)) => Err(format!(
+            "{index}/{count}: the part counts from 0 and is below the count (0/{count} to {}/{count})",
+            count.saturating_sub(1)
+        )),
+        None => Err(format!(
+            "{text:?} is not a part: expected I/N, such as 0/4 (the first of 4)"
+        )),
+    }
 }
 
 /// `--out`: a directory, existing or not; an existing file is refused before anything is
@@ -421,6 +443,32 @@ fn failure_neuron(line: &str) -> Option<(u32, u32)> {
 
 /// The neurons to export, layer by layer, neurons ascending.
 async fn select(
+    client: &ActivationsClient,
+    options: &Options,
+) -> Result<Vec<(u32, u32)>, RunError> {
+    let selection = select_all(client, options).await?;
+    let Some((index, count)) = options.shard else {
+        return Ok(selection);
+    };
+    // The SDK's rule, so a job sharded through the SDK and one through the CLI agree.
+    let ids = selection
+        .into_iter()
+        .map(|(layer, neuron)| activations_client::neuron_id(layer, neuron))
+        .collect();
+    let part = Selection::Neurons(ids)
+        .shard(index, count)
+        .expect("--shard's parser keeps the part below the count");
+    let Selection::Neurons(part) = part else {
+        unreachable!("a list is cut into lists")
+    };
+    Ok(part
+        .into_iter()
+        .map(|id| (id.layer_index, id.neuron_index))
+        .collect())
+}
+
+/// Every neuron the options select, in order.
+async fn select_all(
     client: &ActivationsClient,
     options: &Options,
 ) -> Result<Vec<(u32, u32)>, RunError> {

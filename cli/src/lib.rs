@@ -29,15 +29,19 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 #[derive(Debug, Parser)]
 #[command(name = "activations", version)]
 pub struct Cli {
-    /// Server address; `http://` is assumed when no scheme is given.
+    /// Server address; `http://` is assumed when no scheme is given. Several replicas: repeat
+    /// it or separate with commas (`--server http://a:50051,http://b:50051`), or give one
+    /// `dns:///host:port` name whose every address is a server; each neuron is then read from
+    /// the replica that owns it (rendezvous hashing), and from the next one if it fails.
     #[arg(
         long,
         global = true,
         env = "ACTIVATIONS_SERVER",
         default_value = DEFAULT_SERVER,
-        value_name = "URL"
+        value_name = "URL",
+        value_delimiter = ','
     )]
-    pub server: String,
+    pub server: Vec<String>,
 
     /// Dataset to read [default: the server's default dataset].
     #[arg(long, global = true, env = "ACTIVATIONS_DATASET", value_name = "NAME")]
@@ -275,6 +279,12 @@ pub enum Command {
             value_parser = clap::value_parser!(u32).range(1..)
         )]
         concurrency: u32,
+        /// Export only part I of N (I from 0 to N-1) of the selection, for N workers that each
+        /// take one (a Kubernetes Indexed Job: --shard $JOB_COMPLETION_INDEX/N): contiguous
+        /// blocks of the selection's neurons, disjoint, together the whole selection, the same
+        /// block on every run.
+        #[arg(long, value_name = "I/N", value_parser = export::parse_shard)]
+        shard: Option<(u32, u32)>,
     },
 }
 
@@ -453,7 +463,7 @@ async fn run_with(
         return manifest::run(&uri, file.as_deref(), layout, out).await;
     }
     let client = client_builder(&cli)?.connect().await?;
-    let server = cli.server.clone();
+    let server = cli.server.join(",");
     execute_with(&client, cli.command, out, diagnostics)
         .await
         .map_err(|error| match error {
@@ -480,7 +490,7 @@ fn client_builder(cli: &Cli) -> Result<activations_client::ClientBuilder, RunErr
         })
     };
     let mut builder = ActivationsClient::builder()
-        .endpoint(cli.server.clone())
+        .endpoints(cli.server.iter().map(|server| server.trim().to_string()))
         .dataset(cli.dataset.clone().unwrap_or_default());
     if cli.tls_ca.is_some() || cli.tls_cert.is_some() || cli.tls_domain.is_some() {
         let mut tls = Tls::new();
@@ -617,6 +627,7 @@ async fn execute_with(
             out: dir,
             jsonl,
             concurrency,
+            shard,
         } => {
             let options = export::Options {
                 layers,
@@ -624,6 +635,7 @@ async fn execute_with(
                 dir,
                 jsonl,
                 concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
+                shard,
             };
             export::run(client, options, out, diagnostics).await?;
         }
@@ -734,7 +746,7 @@ mod tests {
             "x",
         ])
         .unwrap();
-        assert_eq!(cli.server, "h:1");
+        assert_eq!(cli.server, ["h:1"]);
         assert_eq!(cli.dataset.as_deref(), Some("x"));
         assert!(matches!(
             cli.command,
@@ -746,10 +758,48 @@ mod tests {
     }
 
     #[test]
+    fn several_servers_are_repeated_or_comma_separated() {
+        let cli = parse(&[
+            "--server",
+            "http://a:1,http://b:2",
+            "--server",
+            "http://c:3",
+            "layers",
+        ])
+        .unwrap();
+        assert_eq!(cli.server, ["http://a:1", "http://b:2", "http://c:3"]);
+        let cli = parse(&["layers", "--server", "dns:///d:4"]).unwrap();
+        assert_eq!(cli.server, ["dns:///d:4"]);
+    }
+
+    #[test]
+    fn shard_is_a_part_below_its_count() {
+        let export = |shard: &str| {
+            parse(&["export", "--layers", "0..2", "--out", "d", "--shard", shard])
+                .map(|cli| match cli.command {
+                    Command::Export { shard, .. } => shard,
+                    other => panic!("{other:?}"),
+                })
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(export("0/4"), Ok(Some((0, 4))));
+        assert_eq!(export("3/4"), Ok(Some((3, 4))));
+        for (bad, says) in [
+            ("4/4", "below the count (0/4 to 3/4)"),
+            ("1/0", "below the count"),
+            ("x", "expected I/N, such as 0/4"),
+            ("1.5/4", "expected I/N"),
+        ] {
+            let error = export(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn server_defaults_to_localhost() {
         // The environment wins over the default; only check the default when it is not set.
         if std::env::var_os("ACTIVATIONS_SERVER").is_none() {
-            assert_eq!(parse(&["layers"]).unwrap().server, DEFAULT_SERVER);
+            assert_eq!(parse(&["layers"]).unwrap().server, [DEFAULT_SERVER]);
         }
         if std::env::var_os("ACTIVATIONS_DATASET").is_none() {
             assert_eq!(parse(&["layers"]).unwrap().dataset, None);
@@ -781,6 +831,7 @@ mod tests {
                 out,
                 jsonl: false,
                 concurrency: 8,
+                shard: None,
             } => {
                 assert_eq!(layers, 0..48);
                 assert_eq!(out, std::path::Path::new("copy"));

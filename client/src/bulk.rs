@@ -91,6 +91,88 @@ pub enum Selection {
     },
 }
 
+impl Selection {
+    /// The part `index` of `count` (0-based) of this selection, for `count` workers that each
+    /// take one: the parts are disjoint, together they are the whole selection, and they depend
+    /// only on the selection, `index` and `count`, so a restarted worker gets its part again.
+    ///
+    /// Cut into contiguous blocks, so a worker's neurons are neighbours and its part stays one
+    /// compact request that a cursor resumes:
+    /// - a list: `neurons[index * len / count .. (index + 1) * len / count]`;
+    /// - a range with `neurons`: the same layers, with the block `index` of the neuron range
+    ///   in each (so every part has the same number of neurons per layer, give or take one).
+    ///
+    /// A range of every *listed* neuron (`neurons: None`) cannot be cut without its listing:
+    /// list it first (as [`Selection::Neurons`]) or give the neuron range.
+    ///
+    /// # Errors
+    ///
+    /// [`ShardError`] when `count` is 0, `index` is not below `count`, or the selection is a
+    /// range of listed neurons.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use activations_client::Selection;
+    ///
+    /// // 48 layers of 6400 neurons over 4 workers (Kubernetes' JOB_COMPLETION_INDEX 0..4).
+    /// let all = Selection::Range { layers: 0..48, neurons: Some(0..6400) };
+    /// let part = all.shard(1, 4).unwrap();
+    /// assert_eq!(part, Selection::Range { layers: 0..48, neurons: Some(1600..3200) });
+    /// ```
+    pub fn shard(&self, index: u32, count: u32) -> std::result::Result<Selection, ShardError> {
+        if count == 0 || index >= count {
+            return Err(ShardError::Index { index, count });
+        }
+        // u64 arithmetic: `len * (index + 1)` may not fit in 32 bits.
+        let block = |len: u64| -> Range<u64> {
+            let (index, count) = (u64::from(index), u64::from(count));
+            len * index / count..len * (index + 1) / count
+        };
+        match self {
+            Selection::Neurons(neurons) => {
+                let range = block(neurons.len() as u64);
+                Ok(Selection::Neurons(
+                    neurons[range.start as usize..range.end as usize].to_vec(),
+                ))
+            }
+            Selection::Range {
+                layers,
+                neurons: Some(neurons),
+            } => {
+                let len = u64::from(neurons.end.saturating_sub(neurons.start));
+                let range = block(len);
+                let start = neurons.start + range.start as u32;
+                Ok(Selection::Range {
+                    layers: layers.clone(),
+                    neurons: Some(start..start + (range.end - range.start) as u32),
+                })
+            }
+            Selection::Range { neurons: None, .. } => Err(ShardError::Listed),
+        }
+    }
+}
+
+/// Why [`Selection::shard`] cannot cut a selection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// The part asked for does not exist.
+    #[error("shard {index}/{count} does not exist: the index counts from 0 and is below the count (0/{count} to {last}/{count})", last = .count.saturating_sub(1))]
+    Index {
+        /// The part asked for.
+        index: u32,
+        /// How many parts.
+        count: u32,
+    },
+    /// A range of every listed neuron.
+    #[error(
+        "a range of every listed neuron cannot be cut without its listing: give the neuron \
+         range, or list the neurons and shard the list"
+    )]
+    Listed,
+}
+
 impl From<Selection> for pb::NeuronSelection {
     fn from(selection: Selection) -> Self {
         use pb::neuron_selection::Selection as Pb;
@@ -398,6 +480,84 @@ mod tests {
 
     use super::*;
     use crate::neuron_id;
+
+    /// The neurons a selection names, in order (ranges with `neurons` only).
+    fn enumerate(selection: &Selection) -> Vec<(u32, u32)> {
+        match selection {
+            Selection::Neurons(ids) => ids
+                .iter()
+                .map(|id| (id.layer_index, id.neuron_index))
+                .collect(),
+            Selection::Range {
+                layers,
+                neurons: Some(neurons),
+            } => layers
+                .clone()
+                .flat_map(|layer| neurons.clone().map(move |neuron| (layer, neuron)))
+                .collect(),
+            Selection::Range { neurons: None, .. } => unreachable!("not enumerable"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shards_are_disjoint_complete_and_balanced(
+            layers in 0u32..6,
+            start in 0u32..50,
+            len in 0u32..200,
+            count in 1u32..20,
+            list in proptest::collection::vec((0u32..4, 0u32..100), 0..300),
+        ) {
+            let range = Selection::Range { layers: 0..layers, neurons: Some(start..start + len) };
+            let list = Selection::Neurons(list.into_iter().map(|(l, n)| neuron_id(l, n)).collect());
+            for selection in [range, list] {
+                let whole = enumerate(&selection);
+                let mut parts = Vec::new();
+                let mut sizes = Vec::new();
+                for index in 0..count {
+                    let part = enumerate(&selection.shard(index, count).unwrap());
+                    sizes.push(part.len());
+                    // Stable: the same part every time.
+                    proptest::prop_assert_eq!(&part, &enumerate(&selection.shard(index, count).unwrap()));
+                    parts.extend(part);
+                }
+                let mut sorted_parts = parts.clone();
+                sorted_parts.sort_unstable();
+                let mut sorted_whole = whole.clone();
+                sorted_whole.sort_unstable();
+                // Together exactly the whole (lists may repeat a neuron: counted as many times).
+                proptest::prop_assert_eq!(sorted_parts, sorted_whole);
+                let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                let per_layer = if matches!(selection, Selection::Range { .. }) { layers as usize } else { 1 };
+                proptest::prop_assert!(most - least <= per_layer.max(1), "{sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn shard_refuses_what_it_cannot_cut() {
+        let all = Selection::Range {
+            layers: 0..2,
+            neurons: Some(0..10),
+        };
+        assert_eq!(
+            all.shard(2, 2),
+            Err(ShardError::Index { index: 2, count: 2 })
+        );
+        assert_eq!(
+            all.shard(0, 0),
+            Err(ShardError::Index { index: 0, count: 0 })
+        );
+        assert_eq!(
+            ShardError::Index { index: 4, count: 4 }.to_string(),
+            "shard 4/4 does not exist: the index counts from 0 and is below the count (0/4 to 3/4)"
+        );
+        let listed = Selection::Range {
+            layers: 0..2,
+            neurons: None,
+        };
+        assert_eq!(listed.shard(0, 2), Err(ShardError::Listed));
+    }
 
     const SPLITS: [Split; 2] = [Split::Train, Split::Valid];
 

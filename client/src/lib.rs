@@ -50,7 +50,7 @@ pub mod settings;
 mod stub;
 
 pub use activations_proto::{ErrorReason, cursor::Cursor, pb};
-pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection};
+pub use bulk::{NeuronSplits, NeuronSplitsStream, Selection, ShardError};
 pub use client::{
     ActivationsClient, ClientBuilder, NeuronIndexStream, SplitRecordStream, neuron_id,
 };

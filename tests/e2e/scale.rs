@@ -340,3 +340,128 @@ async fn a_failed_replica_is_taken_back_once_its_health_check_passes() {
     pass(&client, &theirs, &records, |_| {}).await;
     assert_eq!(read_since(&web, &ids, &before), of_first);
 }
+
+/// `activations --server URLS export --out DIR ARGS...`, in process.
+async fn cli_export(servers: &str, dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    let mut argv = vec![
+        "activations",
+        "--server",
+        servers,
+        "--dataset",
+        DATASET,
+        "export",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    let cli = activations_cli::Cli::try_parse_from(argv).map_err(|error| error.to_string())?;
+    let (mut out, mut stderr) = (Vec::new(), Vec::new());
+    match activations_cli::run_with_stderr(cli, &mut out, &mut stderr).await {
+        Ok(()) => Ok(String::from_utf8(out).unwrap()),
+        Err(error) => Err(format!("{error}\n{}", String::from_utf8_lossy(&stderr))),
+    }
+}
+
+/// The neuron files under `dir`, by id.
+fn exported(dir: &std::path::Path) -> BTreeSet<(u32, u32)> {
+    let mut found = BTreeSet::new();
+    for layer in std::fs::read_dir(dir).unwrap() {
+        let layer = layer.unwrap();
+        let Ok(layer_index) = layer.file_name().to_str().unwrap().parse::<u32>() else {
+            continue;
+        };
+        for file in std::fs::read_dir(layer.path()).unwrap() {
+            let name = file.unwrap().file_name().into_string().unwrap();
+            if let Some(neuron) = name.strip_suffix(".json") {
+                found.insert((layer_index, neuron.parse().unwrap()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exports_through_three_replicas_one_killed_midway() {
+    let (web, records) = store(150);
+    let replicas = [replica(2, &web), replica(3, &web), replica(4, &web)];
+    let servers = replicas
+        .iter()
+        .map(|r| r.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_path_buf();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let export = async {
+        let result = cli_export(&servers, &dir, &["--layers", "0..2"]).await;
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    };
+    // Kill the second replica once a third of the neurons are written.
+    let kill = async {
+        loop {
+            if dir.exists() && exported(&dir).len() >= 100 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            !finished.load(std::sync::atomic::Ordering::SeqCst),
+            "the export ended before the kill"
+        );
+        replicas[1].signal("KILL");
+    };
+    let (summary, ()) = tokio::join!(export, kill);
+    let summary = summary.unwrap();
+    assert!(summary.starts_with("exported "), "{summary}");
+    assert_eq!(exported(&dir).len(), 300);
+    for (id, record) in &records {
+        let file = dir
+            .join(id.layer_index.to_string())
+            .join(format!("{}.json", id.neuron_index));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            fixtures::to_json(record),
+            "{}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_shards_are_disjoint_and_together_the_whole_selection() {
+    let (web, records) = store(50);
+    let replicas = [replica(2, &web), replica(3, &web)];
+    let servers = format!("{},{}", replicas[0].url, replicas[1].url);
+    let out = tempfile::tempdir().unwrap();
+    let mut union = BTreeSet::new();
+    for index in 0..3 {
+        let dir = out.path().join(index.to_string());
+        let shard = format!("{index}/3");
+        cli_export(&servers, &dir, &["--layers", "0..2", "--shard", &shard])
+            .await
+            .unwrap();
+        let part = exported(&dir);
+        assert!((33..=34).contains(&part.len()), "{shard}: {}", part.len());
+        assert!(union.is_disjoint(&part), "{shard} overlaps another part");
+        union.extend(part);
+    }
+    let all: BTreeSet<_> = records
+        .keys()
+        .map(|id| (id.layer_index, id.neuron_index))
+        .collect();
+    assert_eq!(union, all);
+    let refused = cli_export(
+        &servers,
+        out.path(),
+        &["--layers", "0..2", "--shard", "3/3"],
+    )
+    .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("below the count (0/3 to 2/3)")),
+        "{refused:?}"
+    );
+}
