@@ -54,7 +54,7 @@ use tonic::Status;
 use crate::error::{Error, Result, StatusError};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry::{Backoff, Deadline};
-use crate::routing::Route;
+use crate::routing::{Route, is_server_failure};
 use crate::settings::CallSettings;
 
 /// Which neurons a bulk stream reads, in which order.
@@ -274,7 +274,20 @@ pub(crate) fn stream(
     calls: CallSettings,
     request: pb::StreamNeuronSplitsRequest,
 ) -> NeuronSplitsStream {
+    stream_on(route, calls, request, false)
+}
+
+/// [`stream`]; with `hand_over`, a failure of the server itself (see
+/// [`is_server_failure`](crate::routing::is_server_failure)) ends the stream at once instead of
+/// being retried there, for the caller to resume the rest on another server.
+pub(crate) fn stream_on(
+    route: Route,
+    calls: CallSettings,
+    request: pb::StreamNeuronSplitsRequest,
+    hand_over: bool,
+) -> NeuronSplitsStream {
     let bulk = Bulk {
+        hand_over,
         route,
         calls,
         assembler: Assembler::new(request.splits.clone()),
@@ -292,6 +305,8 @@ pub(crate) fn stream(
 
 /// The state of a bulk stream between items.
 struct Bulk {
+    /// Whether a failure of the server ends the stream rather than being retried.
+    hand_over: bool,
     route: Route,
     calls: CallSettings,
     /// The request; its cursor is that of the last neuron delivered.
@@ -314,6 +329,9 @@ impl Bulk {
                 Some(messages) => messages,
                 None => match self.open().await {
                     Ok(messages) => self.messages.insert(messages),
+                    Err(status) if self.hand_over && is_server_failure(&status) => {
+                        return self.fail(Error::from(status));
+                    }
                     Err(status) => match self.backoff.retry_after(Error::from(status)).await {
                         Ok(()) => continue,
                         Err(error) => return self.fail(error),
@@ -344,6 +362,13 @@ impl Bulk {
             };
             self.messages = None;
             self.assembler.discard();
+            if self.hand_over
+                && failure
+                    .status()
+                    .is_some_and(|s| is_server_failure(s.status()))
+            {
+                return self.fail(failure);
+            }
             if let Err(error) = self.backoff.retry_after(failure).await {
                 return self.fail(error);
             }

@@ -69,37 +69,23 @@ fn read_since(web: &FaultyHttpServer, ids: &[NeuronId], before: &[usize]) -> BTr
 
 /// A replica on its own loopback address, serving the store as dataset `d`.
 fn replica(host: u8, web: &FaultyHttpServer) -> ServerProcess {
-    ServerProcess::start_on(
-        &format!("127.0.0.{host}:0"),
-        &[
-            "--dataset".into(),
-            format!("{DATASET}={}", web.url()),
-            "--shutdown-grace".into(),
-            "2s".into(),
-        ],
-    )
+    ServerProcess::start_on(&format!("127.0.0.{host}:0"), &replica_args(web, &[]))
+}
+
+/// The options of a replica of the store, and `extra`.
+fn replica_args(web: &FaultyHttpServer, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--dataset".into(),
+        format!("{DATASET}={}", web.url()),
+        "--shutdown-grace".into(),
+        "2s".into(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
 }
 
 fn address(server: &ServerProcess) -> String {
     server.url.trim_start_matches("http://").to_string()
-}
-
-/// The valid split of `record` with n=5, as the Python module cuts it.
-fn expected_valid(record: &pb::NeuronRecord) -> Vec<pb::ActivationRecord> {
-    use activations_format::splits::{Source, SplitPlan};
-    let plan = SplitPlan::new(
-        activations_format::splits::Split::Valid,
-        N,
-        record.most_positive_activation_records.len(),
-        record.random_sample.len(),
-    )
-    .unwrap();
-    plan.entries()
-        .map(|(source, index)| match source {
-            Source::TopActivating => record.most_positive_activation_records[index].clone(),
-            Source::Random => record.random_sample[index].clone(),
-        })
-        .collect()
 }
 
 /// Reads the valid split of every neuron of `ids`, 16 calls at once, and checks each against
@@ -121,7 +107,11 @@ async fn pass(
         })
         .buffer_unordered(16)
         .for_each(|(id, got)| {
-            assert_eq!(got, expected_valid(&records[&id]), "neuron {id:?}");
+            assert_eq!(
+                got,
+                expected_split(&records[&id], Split::Valid),
+                "neuron {id:?}"
+            );
             after_each(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             futures::future::ready(())
         })
@@ -464,4 +454,206 @@ async fn export_shards_are_disjoint_and_together_the_whole_selection() {
             .is_err_and(|e| e.contains("below the count (0/3 to 2/3)")),
         "{refused:?}"
     );
+}
+
+/// The split of `record` as the Python module cuts it, with n=5.
+fn expected_split(record: &pb::NeuronRecord, split: Split) -> Vec<pb::ActivationRecord> {
+    use activations_format::splits::{self as splits, Source, SplitPlan};
+    let split = splits::Split::try_from(i32::from(split)).unwrap();
+    let plan = SplitPlan::new(
+        split,
+        N,
+        record.most_positive_activation_records.len(),
+        record.random_sample.len(),
+    )
+    .unwrap();
+    plan.entries()
+        .map(|(source, index)| match source {
+            Source::TopActivating => record.most_positive_activation_records[index].clone(),
+            Source::Random => record.random_sample[index].clone(),
+        })
+        .collect()
+}
+
+const BULK_SPLITS: [Split; 2] = [Split::Valid, Split::Test];
+const ALL_SPLITS: [Split; 4] = [Split::Train, Split::Calibration, Split::Valid, Split::Test];
+
+/// Checks one neuron of a bulk stream of [`BULK_SPLITS`] against its record.
+fn check_neuron(
+    neuron: &activations_client::NeuronSplits,
+    records: &HashMap<NeuronId, pb::NeuronRecord>,
+) {
+    check_splits(neuron, records, &BULK_SPLITS);
+}
+
+/// Checks the `splits` of one neuron of a bulk stream against its record.
+fn check_splits(
+    neuron: &activations_client::NeuronSplits,
+    records: &HashMap<NeuronId, pb::NeuronRecord>,
+    splits: &[Split],
+) {
+    let record = &records[&neuron.neuron_id];
+    for &split in splits {
+        let got: Vec<pb::ActivationRecord> = neuron
+            .records(split)
+            .unwrap_or_else(|| panic!("{:?}: {:?}", neuron.neuron_id, neuron.splits))
+            .iter()
+            .map(|entry| entry.record.clone().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            expected_split(record, split),
+            "{:?} {split:?}",
+            neuron.neuron_id
+        );
+    }
+}
+
+fn block(per_layer: u32) -> activations_client::Selection {
+    activations_client::Selection::Range {
+        layers: 0..LAYERS,
+        neurons: Some(0..per_layer),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_stream_over_three_replicas_loses_nothing_when_one_is_killed() {
+    let (web, records) = store(150);
+    let ids = all_ids(&records);
+    let replicas = [replica(2, &web), replica(3, &web), replica(4, &web)];
+    let client = client_over(&replicas.iter().collect::<Vec<_>>(), Policy::Affinity).await;
+    let mut stream = client.neuron_splits(block(150), &BULK_SPLITS, N);
+    let mut delivered = Vec::new();
+    let mut cursors = Vec::new();
+    while let Some(neuron) = stream.next().await {
+        let neuron = neuron.unwrap();
+        check_neuron(&neuron, &records);
+        delivered.push(neuron.neuron_id);
+        cursors.push(neuron.cursor);
+        if delivered.len() == 100 {
+            replicas[1].signal("KILL");
+        }
+    }
+    // Every neuron once, in selection order, though a third of them lost their server.
+    assert_eq!(delivered, ids);
+    assert!(!client.servers()[1].available, "{:?}", client.servers());
+
+    // Each cursor resumes the whole request after its neuron, here on the two replicas left.
+    let rest: Vec<NeuronId> = client
+        .neuron_splits_from(block(150), &BULK_SPLITS, N, cursors[199].clone())
+        .map(|neuron| neuron.unwrap().neuron_id)
+        .collect()
+        .await;
+    assert_eq!(rest, ids[200..]);
+    // And on one server alone: the cursor is the server's own.
+    let one = ActivationsClient::builder()
+        .endpoint(replicas[0].url.clone())
+        .dataset(DATASET)
+        .connect()
+        .await
+        .unwrap();
+    let rest: Vec<NeuronId> = one
+        .neuron_splits_from(block(150), &BULK_SPLITS, N, cursors[249].clone())
+        .map(|neuron| neuron.unwrap().neuron_id)
+        .collect()
+        .await;
+    assert_eq!(rest, ids[250..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_streams_read_each_neuron_on_its_owner_once_and_unordered_ones_lose_nothing() {
+    let (web, records) = store(150);
+    let ids = all_ids(&records);
+    let replicas = [replica(2, &web), replica(3, &web), replica(4, &web)];
+    let client = client_over(&replicas.iter().collect::<Vec<_>>(), Policy::Affinity).await;
+    let start = reads(&web, &ids);
+    let first: Vec<NeuronId> = client
+        .neuron_splits(block(150), &BULK_SPLITS, N)
+        .map(|neuron| neuron.unwrap().neuron_id)
+        .collect()
+        .await;
+    assert_eq!(first, ids);
+    assert_eq!(read_since(&web, &ids, &start).len(), 300);
+    let after_first = reads(&web, &ids);
+
+    // The same neurons as they arrive: each once, none read from storage again.
+    let mut unordered = Vec::new();
+    let mut stream = client.neuron_splits_unordered(block(150), &BULK_SPLITS, N);
+    while let Some(neuron) = stream.next().await {
+        let neuron = neuron.unwrap();
+        check_neuron(&neuron, &records);
+        assert!(neuron.cursor.is_empty());
+        unordered.push(neuron.neuron_id);
+    }
+    assert_eq!(unordered.len(), 300);
+    unordered.sort_by_key(|id| (id.layer_index, id.neuron_index));
+    assert_eq!(unordered, ids);
+    assert!(read_since(&web, &ids, &after_first).is_empty());
+    // The listed form of the same selection: expanded by listing, the same neurons.
+    let listed: Vec<NeuronId> = client
+        .neuron_splits(
+            activations_client::Selection::Range {
+                layers: 0..LAYERS,
+                neurons: None,
+            },
+            &BULK_SPLITS,
+            N,
+        )
+        .map(|neuron| neuron.unwrap().neuron_id)
+        .collect()
+        .await;
+    assert_eq!(listed, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_during_a_bulk_job_reaches_the_job_as_nothing() {
+    let (web, records) = store(600);
+    web.set_network(activations_webstore::Network {
+        first_byte: Duration::from_millis(5),
+        ..Default::default()
+    });
+    let ids = all_ids(&records);
+    // More than HTTP/2's windows hold per replica, so each replica's stream is still open when
+    // its replica stops.
+    let args = replica_args(
+        &web,
+        &["--bulk-read-ahead", "1", "--bulk-read-ahead-bytes", "64KiB"],
+    );
+    let mut replicas: Vec<Option<ServerProcess>> = [2, 3, 4]
+        .map(|host| Some(ServerProcess::start_on(&format!("127.0.0.{host}:0"), &args)))
+        .into();
+    let addresses: Vec<String> = replicas.iter().flatten().map(address).collect();
+    let client = client_over(
+        &replicas.iter().flatten().collect::<Vec<_>>(),
+        Policy::Affinity,
+    )
+    .await;
+    let mut delivered = Vec::new();
+    let mut restarted = Vec::new();
+    let mut cut_streams = 0;
+    let mut stream = client.neuron_splits(block(600), &ALL_SPLITS, N);
+    while let Some(neuron) = stream.next().await {
+        let neuron = neuron.expect("no error reaches the job");
+        check_splits(&neuron, &records, &ALL_SPLITS);
+        delivered.push(neuron.neuron_id);
+        // After each 300 neurons, one replica is restarted as Kubernetes rolls a Deployment:
+        // SIGTERM, drain (its open stream, which the job is not reading meanwhile, is ended
+        // after the 2 s grace), exit, a new process on the same address.
+        let k = delivered.len() / 300;
+        if delivered.len() % 300 == 0 && (1..=3).contains(&k) {
+            let mut old = replicas[k - 1].take().unwrap();
+            old.terminate();
+            assert!(old.exit_status(Duration::from_secs(20)).await.success());
+            if old.log().contains("grace period over") {
+                cut_streams += 1;
+            }
+            restarted.push(ServerProcess::start_on(&addresses[k - 1], &args));
+        }
+    }
+    assert_eq!(restarted.len(), 3);
+    assert!(
+        cut_streams >= 1,
+        "no replica stopped with a stream open: the test did not test the hand-over"
+    );
+    assert_eq!(delivered, ids);
 }

@@ -15,7 +15,7 @@ use crate::bulk::{self, NeuronSplits, NeuronSplitsStream, Selection};
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry;
-use crate::routing::{Route, RouteKey};
+use crate::routing::{Policy, Route, RouteKey, spread};
 use crate::security::Credentials;
 use crate::settings::{
     CallSettings, Compression, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, RetryPolicy,
@@ -822,6 +822,14 @@ impl ActivationsClient {
     /// several messages is delivered whole, once, and the parts of a neuron interrupted midway
     /// are read again from the start.
     ///
+    /// With several servers (and the [affinity policy](crate::routing::Policy::Affinity)), the
+    /// selection is cut by owner: each server streams its own neurons (a neuron list of at most
+    /// 10,000 per request), all at once, and their items are merged back into selection order.
+    /// A range of listed neurons (`neurons: None`) is listed first for that. When a server
+    /// fails (refused, reset, draining), the neurons it has not delivered go to their next
+    /// owners and are read there: nothing is lost or repeated, and the items' cursors are
+    /// those of the whole request, valid on one server or several.
+    ///
     /// Nothing is requested until the stream is polled; the server reads a few neurons ahead of
     /// the consumer, so a slow consumer slows the reading rather than filling memory. The
     /// client's [timeout](crate::ClientBuilder::timeout), if any, bounds each call the stream
@@ -885,17 +893,71 @@ impl ActivationsClient {
         n: Option<u32>,
         cursor: impl Into<String>,
     ) -> NeuronSplitsStream {
-        let splits: Vec<i32> = splits.iter().map(|&split| i32::from(split)).collect();
-        let request = pb::StreamNeuronSplitsRequest {
+        let request = self.bulk_request(selection, splits, n, cursor.into());
+        match &self.route {
+            Route::Pool(pool) if pool.policy() == Policy::Affinity => {
+                spread::stream(pool.clone(), self.calls, request, true)
+            }
+            route => bulk::stream(route.clone(), self.calls, request),
+        }
+    }
+
+    /// [`neuron_splits`](Self::neuron_splits), each neuron yielded as soon as it arrives rather
+    /// than in selection order. With several servers (and the affinity policy) each streams its
+    /// own neurons, so no server waits for another; the items' cursors are then empty (a cursor
+    /// resumes after every neuron before it, which no longer holds). With one server it is
+    /// `neuron_splits`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use activations_client::{ActivationsClient, Selection, Split};
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn example() -> activations_client::Result<()> {
+    /// let client = ActivationsClient::builder()
+    ///     .endpoint("dns:///activations-headless.default.svc.cluster.local:50051")
+    ///     .connect()
+    ///     .await?;
+    /// let layer = Selection::Range { layers: 5..6, neurons: None };
+    /// let mut neurons = client.neuron_splits_unordered(layer, &[Split::Valid], Some(5));
+    /// while let Some(neuron) = neurons.try_next().await? {
+    ///     println!("{:?}", neuron.neuron_id);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn neuron_splits_unordered(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+    ) -> NeuronSplitsStream {
+        let request = self.bulk_request(selection, splits, n, String::new());
+        match &self.route {
+            Route::Pool(pool) if pool.policy() == Policy::Affinity => {
+                spread::stream(pool.clone(), self.calls, request, false)
+            }
+            route => bulk::stream(route.clone(), self.calls, request),
+        }
+    }
+
+    fn bulk_request(
+        &self,
+        selection: Selection,
+        splits: &[Split],
+        n: Option<u32>,
+        cursor: String,
+    ) -> pb::StreamNeuronSplitsRequest {
+        pb::StreamNeuronSplitsRequest {
             dataset: self.dataset.clone(),
             selection: Some(selection.into()),
-            splits: splits.clone(),
+            splits: splits.iter().map(|&split| i32::from(split)).collect(),
             slice_params: Some(pb::ActivationRecordSliceParams {
                 n_examples_per_split: n,
             }),
-            cursor: cursor.into(),
-        };
-        bulk::stream(self.route.clone(), self.calls, request)
+            cursor,
+        }
     }
 
     /// Runs `f` on every neuron of [`neuron_splits`](Self::neuron_splits)`(selection, splits,

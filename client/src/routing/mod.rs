@@ -10,6 +10,11 @@
 //!   no neuron in particular (listings) go round robin.
 //! - [`Policy::RoundRobin`]: every call to the next server in turn.
 //!
+//! Bulk streams ([`neuron_splits`](crate::ActivationsClient::neuron_splits)) with affinity cut
+//! their selection by owner: each server streams its share, and the shares are merged back into
+//! selection order ([`neuron_splits_unordered`](crate::ActivationsClient::neuron_splits_unordered):
+//! as they arrive). A server lost midway hands its undelivered neurons to their next owners.
+//!
 //! A server whose connection fails (refused, reset, `UNAVAILABLE` other than a dataset's own
 //! outage) is taken out: its calls go to the next server in their order, the call is retried
 //! there per the [`RetryPolicy`](crate::RetryPolicy), and the server comes back only once a gRPC
@@ -19,6 +24,7 @@
 pub mod discovery;
 pub mod hash;
 pub(crate) mod pool;
+pub(crate) mod spread;
 
 use std::future::Future;
 use std::time::Duration;

@@ -138,31 +138,24 @@ impl Pool {
     /// to the connect timeout.
     pub(crate) async fn pick(&self, key: Option<&RouteKey<'_>>) -> Result<Replica, Status> {
         let replicas = self.ready_replicas().await?;
-        let healthy: Vec<&Replica> = replicas.iter().filter(|r| !r.is_ejected()).collect();
-        let candidates: Vec<&Replica> = if healthy.is_empty() {
-            replicas.iter().collect()
-        } else {
-            healthy
-        };
+        let candidates = candidates(&replicas);
         let chosen = match (self.shared.policy, key) {
-            (Policy::Affinity, Some(key)) => candidates
-                .iter()
-                .max_by(|a, b| {
-                    weight(&a.address, key)
-                        .cmp(&weight(&b.address, key))
-                        .then_with(|| b.address.cmp(&a.address))
-                })
-                .copied(),
+            (Policy::Affinity, Some(key)) => owner_among(&candidates, key),
             _ => {
                 let turn = self.shared.next.fetch_add(1, Ordering::Relaxed);
-                candidates.get(turn % candidates.len()).copied()
+                candidates[turn % candidates.len()]
             }
         };
-        Ok(chosen.expect("a non-empty pool has a server").clone())
+        Ok(chosen.clone())
+    }
+
+    /// The policy calls are spread by.
+    pub(crate) fn policy(&self) -> Policy {
+        self.shared.policy
     }
 
     /// The servers, once there is at least one.
-    async fn ready_replicas(&self) -> Result<Arc<[Replica]>, Status> {
+    pub(crate) async fn ready_replicas(&self) -> Result<Arc<[Replica]>, Status> {
         let mut resolved = self.shared.resolved.subscribe();
         let give_up = tokio::time::sleep(self.shared.dialer.connect_timeout);
         tokio::pin!(give_up);
@@ -199,6 +192,29 @@ impl Pool {
         let weak = Arc::downgrade(&self.shared);
         tokio::spawn(readmit_when_healthy(weak, replica.clone()));
     }
+}
+
+/// The servers that take calls now: those not taken out, or all of them when all are.
+pub(crate) fn candidates(replicas: &[Replica]) -> Vec<&Replica> {
+    let healthy: Vec<&Replica> = replicas.iter().filter(|r| !r.is_ejected()).collect();
+    if healthy.is_empty() {
+        replicas.iter().collect()
+    } else {
+        healthy
+    }
+}
+
+/// The owner of `key` among `candidates` (not empty), by [`super::hash`]'s rule.
+pub(crate) fn owner_among<'r>(candidates: &[&'r Replica], key: &RouteKey<'_>) -> &'r Replica {
+    candidates
+        .iter()
+        .max_by(|a, b| {
+            weight(&a.address, key)
+                .cmp(&weight(&b.address, key))
+                .then_with(|| b.address.cmp(&a.address))
+        })
+        .copied()
+        .expect("a non-empty list of servers has an owner")
 }
 
 impl Shared {
