@@ -5,6 +5,7 @@
 mod azurite;
 mod bad_input;
 mod bulk;
+mod deploy;
 mod errors;
 mod export;
 mod faults;
