@@ -70,7 +70,7 @@ pub struct RunningServer {
 enum Guard {
     /// `kill_on_drop` ends the process.
     Process {
-        _child: Child,
+        child: Child,
     },
     Task {
         _shutdown: oneshot::Sender<()>,
@@ -119,17 +119,32 @@ impl Launcher {
         uri: &str,
         cache_bytes: u64,
     ) -> Result<RunningServer, BenchError> {
+        self.start_uri_on("127.0.0.1:0", uri, cache_bytes).await
+    }
+
+    /// [`Launcher::start_uri`] listening on `listen` (such as `127.0.0.3:0`, a replica's own
+    /// loopback address). A running server ([`Launcher::External`]) is used as it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Launcher::start`].
+    pub async fn start_uri_on(
+        &self,
+        listen: &str,
+        uri: &str,
+        cache_bytes: u64,
+    ) -> Result<RunningServer, BenchError> {
         match self {
             Launcher::Process { binary, .. } => {
                 let mut command = Command::new(binary);
                 command
-                    .args(["--listen", "127.0.0.1:0", "--log", "info", "--dataset"])
+                    .args(["--listen", listen, "--log", "info", "--dataset"])
                     .arg(dataset_arg(uri))
                     .arg("--cache-bytes")
                     .arg(cache_bytes.to_string());
                 spawn(command, &[]).await
             }
-            Launcher::InProcess => serve_here(uri, cache_bytes).await,
+            Launcher::InProcess => serve_here(listen, uri, cache_bytes).await,
             Launcher::External { url, pid, .. } => Ok(RunningServer {
                 url: url.clone(),
                 pid: *pid,
@@ -162,6 +177,18 @@ impl Launcher {
                     _guard: Guard::Echo { _echo: echo },
                 })
             }
+        }
+    }
+}
+
+impl RunningServer {
+    /// Kills the server's process (SIGKILL), as a crash would; false for a server that is
+    /// not a process of its own started here (a task of this process keeps its connections
+    /// when stopped, so it cannot stand for a crash).
+    pub fn kill(&mut self) -> bool {
+        match &mut self._guard {
+            Guard::Process { child } => child.start_kill().is_ok(),
+            Guard::Task { .. } | Guard::Echo { .. } | Guard::None => false,
         }
     }
 }
@@ -232,11 +259,15 @@ async fn spawn(mut command: Command, input: &[u8]) -> Result<RunningServer, Benc
         url: format!("http://{address}"),
         pid: child.id(),
         fresh: true,
-        _guard: Guard::Process { _child: child },
+        _guard: Guard::Process { child },
     })
 }
 
-async fn serve_here(uri: &str, cache_bytes: u64) -> Result<RunningServer, BenchError> {
+async fn serve_here(
+    listen: &str,
+    uri: &str,
+    cache_bytes: u64,
+) -> Result<RunningServer, BenchError> {
     let spec: DatasetSpec = dataset_arg(uri).parse().map_err(BenchError::ServerStart)?;
     let options = OpenOptions {
         cache: CacheConfig {
@@ -248,7 +279,7 @@ async fn serve_here(uri: &str, cache_bytes: u64) -> Result<RunningServer, BenchE
     let datasets = Datasets::open(&[spec], &options)
         .await
         .map_err(|e| BenchError::ServerStart(e.to_string()))?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(activations_server::serve(

@@ -12,7 +12,8 @@
 //!   `activations-echo` process).
 //! - [`scenarios`]: cold, warm, bulk and memory, and the ceilings, against any server address;
 //!   [`remote`]: bulk and cold reads from the web store at a set latency and bandwidth, against
-//!   their limit and the Python loader.
+//!   their limit and the Python loader; [`replicas`]: several servers behind the SDK's routing,
+//!   the cache hits of a second pass with affinity and round robin, and the cost of a failover.
 //! - [`report`]: the markdown table, the target ratios and the JSON; [`chart`]: the SVG.
 //! - [`soak`]: the soak: the release server behind an `activations-webstore` store that fails a share
 //!   of its requests, hundreds of checked callers, the server's process watched for leaks.
@@ -30,6 +31,7 @@ pub mod launcher;
 pub mod load;
 pub mod process_memory;
 pub mod remote;
+pub mod replicas;
 pub mod report;
 pub mod scenarios;
 pub mod soak;

@@ -82,6 +82,8 @@ pub struct JsonReport<'a> {
     pub targets: Targets,
     /// The remote-storage scenario, when it ran.
     pub remote: Option<&'a crate::remote::RemoteResults>,
+    /// The replicas scenario, when it ran.
+    pub replicas: Option<&'a crate::replicas::ReplicasResults>,
 }
 
 /// The scenarios as one markdown table, followed by the target ratios.

@@ -125,3 +125,40 @@ async fn the_cold_run_alone_reads_every_neuron_once_on_both_sides() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_scenario_finds_every_second_pass_neuron_cached_with_affinity() {
+    use activations_bench::replicas::{ReplicasPlan, markdown, run_replicas};
+
+    let dir = tiny_dataset();
+    let plan = tiny_plan(dir.path().to_path_buf());
+    let replicas = ReplicasPlan {
+        replicas: 3,
+        cache_bytes: 2 << 20,
+        working_set: 0.5,
+        first_byte: std::time::Duration::ZERO,
+        concurrency: 4,
+    };
+    let results = run_replicas(&plan, &replicas, &Launcher::InProcess)
+        .await
+        .unwrap();
+    assert!(
+        results.neurons > 0 && results.neurons <= 16,
+        "{}",
+        results.neurons
+    );
+    let [affinity, round_robin] = &results.runs[..] else {
+        panic!("{:?}", results.runs);
+    };
+    assert_eq!(affinity.policy, "Affinity");
+    assert_eq!(affinity.first.storage_reads, results.neurons);
+    assert_eq!(affinity.second.storage_reads, 0);
+    assert!((affinity.second.hit_ratio - 1.0).abs() < f64::EPSILON);
+    assert_eq!(round_robin.policy, "RoundRobin");
+    assert!(round_robin.second.storage_reads > 0);
+    // Servers of this process cannot be killed as a crash would: no failover figure.
+    assert!(results.failover.is_none());
+    let table = markdown(&results);
+    assert!(table.contains("| Affinity |"), "{table}");
+    assert!(table.contains("Failover: not measured"), "{table}");
+}

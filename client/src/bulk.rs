@@ -54,7 +54,7 @@ use tonic::Status;
 use crate::error::{Error, Result, StatusError};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry::{Backoff, Deadline};
-use crate::routing::{Route, is_server_failure};
+use crate::routing::{Route, RouteKey, is_server_failure};
 use crate::settings::CallSettings;
 
 /// Which neurons a bulk stream reads, in which order.
@@ -286,7 +286,20 @@ pub(crate) fn stream_on(
     request: pb::StreamNeuronSplitsRequest,
     hand_over: bool,
 ) -> NeuronSplitsStream {
+    stream_keyed(route, calls, request, hand_over, None)
+}
+
+/// [`stream_on`], each call routed as a call about neuron `key` is (to its owner, with
+/// affinity), for a selection whose neurons all have that owner.
+pub(crate) fn stream_keyed(
+    route: Route,
+    calls: CallSettings,
+    request: pb::StreamNeuronSplitsRequest,
+    hand_over: bool,
+    key: Option<NeuronId>,
+) -> NeuronSplitsStream {
     let bulk = Bulk {
+        key,
         hand_over,
         route,
         calls,
@@ -305,6 +318,8 @@ pub(crate) fn stream_on(
 
 /// The state of a bulk stream between items.
 struct Bulk {
+    /// The neuron the calls are routed by, if any.
+    key: Option<NeuronId>,
     /// Whether a failure of the server ends the stream rather than being retried.
     hand_over: bool,
     route: Route,
@@ -383,9 +398,12 @@ impl Bulk {
     + 'static {
         let deadline = Deadline::start(self.calls.timeout);
         let route = self.route.clone();
+        let key = self.key;
         let request = deadline.request(self.request.clone());
         async move {
-            let open = route.attempt(None, |mut stub| async move {
+            let dataset = request.get_ref().dataset.clone();
+            let key = key.map(|id| RouteKey::new(&dataset, id));
+            let open = route.attempt(key, |mut stub| async move {
                 stub.stream_neuron_splits(request).await
             });
             let response = deadline.run(open).await?;

@@ -7,6 +7,7 @@ use activations_bench::{
     datagen::{DatasetSpec, write_dataset},
     launcher::Launcher,
     remote::{self, PythonLoader, RemotePlan, run_remote},
+    replicas::{self, ReplicasPlan, run_replicas},
     report::{self, JsonReport, Targets},
     scenarios::{Plan, run_all, run_cold},
 };
@@ -138,6 +139,27 @@ struct Args {
     /// Skip the remote-storage scenario.
     #[arg(long)]
     no_remote: bool,
+    /// Servers of the replicas scenario (on 127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Cache of each server of the replicas scenario.
+    #[arg(long, default_value = "32MiB", value_parser = parse_bytes)]
+    replicas_cache_bytes: u64,
+    /// Working set of the replicas scenario, in caches (its parsed size over the cache).
+    #[arg(long, default_value_t = 2.5)]
+    replicas_working_set: f64,
+    /// Time to first byte of the replicas scenario's store, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    replicas_first_byte_ms: u64,
+    /// Calls in flight in the replicas scenario's passes.
+    #[arg(long, default_value_t = 16)]
+    replicas_concurrency: usize,
+    /// Run only the replicas scenario.
+    #[arg(long, conflicts_with_all = ["no_replicas", "remote_only"])]
+    replicas_only: bool,
+    /// Skip the replicas scenario.
+    #[arg(long)]
+    no_replicas: bool,
 }
 
 /// The same allocator as the server's (mimalloc), so the client side of a benchmark costs what
@@ -203,6 +225,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string(&results)?);
         return Ok(());
     }
+    let replicas_plan = ReplicasPlan {
+        replicas: args.replicas.max(1),
+        cache_bytes: args.replicas_cache_bytes,
+        working_set: args.replicas_working_set,
+        first_byte: std::time::Duration::from_millis(args.replicas_first_byte_ms),
+        concurrency: args.replicas_concurrency.max(1),
+    };
+    if args.replicas_only {
+        let results = run_replicas(&plan, &replicas_plan, &launcher).await?;
+        print!("{}", replicas::markdown(&results));
+        return Ok(());
+    }
     let remote_plan = remote_plan(&args);
     if args.remote_only {
         let ceiling = run_cold(&plan, &launcher).await?.cold_ceiling;
@@ -223,6 +257,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .await?,
         ),
     };
+    let replicas = match args.no_replicas {
+        true => None,
+        false => Some(run_replicas(&plan, &replicas_plan, &launcher).await?),
+    };
 
     let machine = report::machine();
     let mut table = report::markdown(&results, &machine);
@@ -230,11 +268,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         table.push('\n');
         table.push_str(&remote::markdown(remote));
     }
+    if let Some(replicas) = &replicas {
+        table.push('\n');
+        table.push_str(&replicas::markdown(replicas));
+    }
     let json = serde_json::to_string_pretty(&JsonReport {
         machine: &machine,
         results: &results,
         targets: Targets::of(&results),
         remote: remote.as_ref(),
+        replicas: replicas.as_ref(),
     })?;
     std::fs::create_dir_all(&args.report)?;
     std::fs::write(args.report.join("table.md"), &table)?;

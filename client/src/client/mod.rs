@@ -896,7 +896,14 @@ impl ActivationsClient {
         let request = self.bulk_request(selection, splits, n, cursor.into());
         match &self.route {
             Route::Pool(pool) if pool.policy() == Policy::Affinity => {
-                spread::stream(pool.clone(), self.calls, request, true)
+                match single_neuron(&request) {
+                    // One neuron (a job's per-neuron call): one stream, to its owner, with the
+                    // server's own cursors.
+                    Some(id) => {
+                        bulk::stream_keyed(self.route.clone(), self.calls, request, false, Some(id))
+                    }
+                    None => spread::stream(pool.clone(), self.calls, request, true),
+                }
             }
             route => bulk::stream(route.clone(), self.calls, request),
         }
@@ -1018,6 +1025,16 @@ impl ActivationsClient {
             .map_err(E::from)
             .try_for_each_concurrent(concurrency.max(1), f)
             .await
+    }
+}
+
+/// The neuron of a selection that lists exactly one.
+fn single_neuron(request: &pb::StreamNeuronSplitsRequest) -> Option<NeuronId> {
+    match request.selection.as_ref()?.selection.as_ref()? {
+        pb::neuron_selection::Selection::Neurons(list) if list.neuron_ids.len() == 1 => {
+            list.neuron_ids.first().copied()
+        }
+        _ => None,
     }
 }
 
