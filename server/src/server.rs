@@ -152,7 +152,8 @@ pub async fn serve(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    let datasets_health = report_datasets(datasets.clone(), health.clone());
+    let metrics = service.metrics().cloned();
+    let datasets_health = report_datasets(datasets.clone(), health.clone(), metrics.clone());
 
     // Both reflection versions describe every service, each other included, so a client that
     // speaks either sees the whole server.
@@ -170,7 +171,6 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // Every call gets a span, a log line when it ends, and its metrics if there are any.
-    let metrics = service.metrics().cloned();
     let observe = ObserveLayer::new(metrics.clone());
     let activations = ActivationServiceServer::new(service)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -230,6 +230,9 @@ pub async fn serve(
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+        if let Some(metrics) = &metrics {
+            metrics.set_ready(false);
+        }
         drain.drain().await;
         let _ = close.send(());
     };
@@ -256,14 +259,21 @@ fn health_name(dataset: &str) -> String {
     format!("{HEALTH_PREFIX}{dataset}")
 }
 
-/// Keeps the health up to date: each dataset's (`dataset/NAME`) `SERVING` once it is open,
+/// Keeps the health (and the metrics' readiness, `/readyz`) up to date: each dataset's (`dataset/NAME`) `SERVING` once it is open,
 /// `NOT_SERVING` while its store cannot be read; the whole server's (`""` and the activation
 /// service's) `SERVING` once every dataset has opened or failed an attempt (then known to be
 /// down, and answered `UNAVAILABLE` with the cause), `NOT_SERVING` before.
-async fn report_datasets(datasets: Datasets, health: tonic_health::server::HealthReporter) {
+async fn report_datasets(
+    datasets: Datasets,
+    health: tonic_health::server::HealthReporter,
+    metrics: Option<crate::metrics::Metrics>,
+) {
     let mut changes = datasets.changes();
     loop {
         changes.mark_unchanged();
+        if let Some(metrics) = &metrics {
+            metrics.set_ready(datasets.settled());
+        }
         let ready = if datasets.settled() {
             tonic_health::ServingStatus::Serving
         } else {

@@ -684,20 +684,32 @@ fn the_probes_check_the_grpc_health_on_the_grpc_port() {
         );
     }
 
-    // Under TLS, the kubelet's gRPC probe (plain text only) cannot pass: the overlay probes
-    // otherwise, still on the gRPC port.
+    // Under TLS, the kubelet's gRPC probe (plain text only) cannot pass: the overlay probes the
+    // same health in plain HTTP on the metrics port (/readyz, /livez).
     let container = overlay;
     assert!(env(container, "ACTIVATIONS_TLS_CERT").is_some());
-    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+    for (probe, path) in [
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+        ("startupProbe", "/livez"),
+    ] {
         let probe_spec = at(container, &format!("/{probe}"));
         assert!(
             probe_spec.get("grpc").is_none(),
             "{OVERLAY}: {probe} is a plain-text gRPC probe of a TLS port: {probe_spec:#}"
         );
         let port = probe_spec
-            .pointer("/tcpSocket/port")
+            .pointer("/httpGet/port")
             .unwrap_or_else(|| panic!("{OVERLAY}: {probe}: {probe_spec:#}"));
-        assert!(is_port(container, port, "grpc"), "{probe}: {probe_spec:#}");
+        assert!(
+            is_port(container, port, "metrics"),
+            "{probe}: {probe_spec:#}"
+        );
+        assert_eq!(
+            probe_spec.pointer("/httpGet/path").and_then(|p| p.as_str()),
+            Some(path),
+            "{probe}: {probe_spec:#}"
+        );
     }
 }
 

@@ -96,7 +96,27 @@ fn selection() -> Selection {
 async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path());
-    let mut server = ServerProcess::start(&server_args(dir.path(), "60s"));
+    activations_e2e::install_tls_provider();
+    let mut args = server_args(dir.path(), "60s");
+    args.extend(["--metrics-listen".to_string(), "127.0.0.1:0".to_string()]);
+    let mut server = ServerProcess::start(&args);
+    let metrics = server.metrics_url.clone().expect("a metrics endpoint");
+    // The health in plain HTTP on the metrics port, for probes that cannot speak gRPC over TLS.
+    let probe = |path: &'static str| {
+        let url = format!("{metrics}{path}");
+        async move {
+            let response = reqwest::get(&url).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // Ready once the server has reported its datasets, just after its ready line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "/readyz never answered 200");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(probe("/readyz").await, (200, "SERVING\n".to_string()));
+    assert_eq!(probe("/livez").await, (200, "SERVING\n".to_string()));
     let client = connect(&server.url).await;
     let mut stream = client.neuron_splits(selection(), &[Split::Valid], None);
     let mut received = Vec::new();
@@ -108,6 +128,8 @@ async fn sigterm_refuses_new_calls_lets_streams_finish_and_exits_0() {
 
     server.terminate();
     wait_until_not_serving(&server.url).await;
+    assert_eq!(probe("/readyz").await, (503, "NOT_SERVING\n".to_string()));
+    assert_eq!(probe("/livez").await, (200, "SERVING\n".to_string()));
     let refused = connect(&server.url)
         .await
         .neuron_summary(activations_client::neuron_id(0, 0))

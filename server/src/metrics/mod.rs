@@ -69,6 +69,7 @@ struct Inner {
     storage: storage::Families,
     caches: Arc<cache::CacheCollector>,
     dataset_available: Family<DatasetLabels, Gauge<i64, AtomicI64>>,
+    ready: Gauge<i64, AtomicI64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -167,6 +168,14 @@ impl Metrics {
              answered UNAVAILABLE and the server keeps trying to open it), by dataset.",
             dataset_available.clone(),
         );
+        let ready = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ready",
+            "1 while the server is ready for calls (every dataset has opened or failed an attempt, \
+             and it is not draining), 0 otherwise: the whole server's health, also served at \
+             /readyz.",
+            ready.clone(),
+        );
         let storage = storage::Families::register(&mut registry);
         let caches = Arc::new(cache::CacheCollector::default());
         registry.register_collector(Box::new(caches.clone()));
@@ -183,6 +192,7 @@ impl Metrics {
                 storage,
                 caches,
                 dataset_available,
+                ready,
             }),
         }
     }
@@ -275,6 +285,16 @@ impl Metrics {
                 dataset: dataset.to_string(),
             })
             .set(i64::from(available));
+    }
+
+    /// Records whether the server is ready for calls: what `/readyz` answers.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.set(i64::from(ready));
+    }
+
+    /// Whether the server is ready for calls, as last recorded.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.get() == 1
     }
 
     /// Reports the statistics of `dataset`'s cache at every scrape, for as long as the cache

@@ -55,10 +55,11 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
         );
         response
     };
-    if request.uri().path() != "/metrics" {
+    let path = request.uri().path();
+    if !matches!(path, "/metrics" | "/readyz" | "/livez") {
         return plain(
             StatusCode::NOT_FOUND,
-            "not found: metrics are at /metrics\n",
+            "not found: metrics are at /metrics, readiness at /readyz, liveness at /livez\n",
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -67,6 +68,15 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
             .headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return response;
+    }
+    // The gRPC health in plain HTTP, for probes that cannot speak gRPC over TLS (a Kubernetes
+    // gRPC probe has no TLS): `/readyz` is the whole server's health (`""`), `/livez` the
+    // `liveness` entry, SERVING for as long as the process answers.
+    match path {
+        "/readyz" if metrics.is_ready() => return plain(StatusCode::OK, "SERVING\n"),
+        "/readyz" => return plain(StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n"),
+        "/livez" => return plain(StatusCode::OK, "SERVING\n"),
+        _ => {}
     }
     let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
     response.headers_mut().insert(
