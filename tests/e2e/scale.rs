@@ -657,3 +657,49 @@ async fn a_rolling_restart_during_a_bulk_job_reaches_the_job_as_nothing() {
     );
     assert_eq!(delivered, ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_target_over_tls_checks_the_certificates_against_the_dns_name() {
+    use activations_e2e::certs::{SERVER_NAME, TestPki};
+    activations_e2e::install_tls_provider();
+    let pki = TestPki::new();
+    let (web, records) = store(10);
+    let ids = all_ids(&records);
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let tls_args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let replicas = [2, 3].map(|host| {
+        ServerProcess::start_on(&format!("127.0.0.{host}:0"), &replica_args(&web, &tls_args))
+    });
+    let resolver = Switchable::default();
+    resolver.set(&[&replicas[0], &replicas[1]]);
+    let tls = activations_client::Tls::new().ca_certificate_pem(pki.read("ca.pem"));
+    let builder = |name: &str| {
+        ActivationsClient::builder()
+            .endpoint(format!("dns:///{name}:50051"))
+            .resolver(resolver.clone())
+            .tls(tls.clone())
+            .dataset(DATASET)
+            .retry(activations_client::RetryPolicy::NONE)
+    };
+    // The replicas are dialed at their addresses, and their certificate (for SERVER_NAME, not
+    // for 127.0.0.2 or .3) is checked against the DNS name.
+    let client = builder(SERVER_NAME).connect().await.unwrap();
+    assert_eq!(client.servers().len(), 2);
+    pass(&client, &ids, &records, |_| {}).await;
+    // Under another name, the same servers are refused.
+    let other = builder("elsewhere.example").connect().await.unwrap();
+    let error = other
+        .activation_records(ids[0], Split::Valid, N)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("certificate") || error.contains("NotValidForName"),
+        "{error}"
+    );
+}
