@@ -18,6 +18,7 @@ mod newcomer;
 mod oracle;
 mod outage;
 mod python_client;
+mod python_package;
 mod rotation;
 mod scale;
 mod sdk;

@@ -1,0 +1,180 @@
+"""``neuron_explainer.activations.activations``, served: the seed's API over the activations
+server, so an existing job switches by changing one import::
+
+    # from neuron_explainer.activations.activations import ActivationRecordSliceParams, load_neuron
+    from neuron_activations import ActivationRecordSliceParams, load_neuron
+
+The module-level functions use a default :class:`Client` of ``ACTIVATIONS_SERVER`` (default
+``127.0.0.1:50051``) and ``ACTIVATIONS_DATASET`` (default: the server's default dataset), with
+the seed's signatures; ``dataset_path`` selects a dataset by name, or by URI as the server lists
+it. When ``neuron_explainer`` is installed the records are its own dataclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Optional, Union
+
+from . import errors, routing
+from ._common import NeuronSplits, Range, Selection, Tls, shard
+from .aio import AsyncClient
+from .client import Client
+from .records import (
+    USING_NEURON_EXPLAINER,
+    ActivationRecord,
+    ActivationRecordSliceParams,
+    NeuronId,
+    NeuronRecord,
+    get_slices_for_splits,
+)
+
+__all__ = [
+    "ActivationRecord",
+    "ActivationRecordSliceParams",
+    "AsyncClient",
+    "Client",
+    "NeuronId",
+    "NeuronRecord",
+    "NeuronSplits",
+    "Range",
+    "Selection",
+    "Tls",
+    "USING_NEURON_EXPLAINER",
+    "errors",
+    "get_slices_for_splits",
+    "get_sorted_layers",
+    "get_sorted_neuron_indices",
+    "load_neuron",
+    "load_neuron_async",
+    "neuron_exists",
+    "routing",
+    "shard",
+]
+
+#: The server of the module-level functions when ``ACTIVATIONS_SERVER`` is not set.
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+_default_lock = threading.Lock()
+_default: Optional[Client] = None
+_default_async: dict[int, AsyncClient] = {}
+
+
+def default_client() -> Client:
+    """The client of the module-level functions, made on first use from the environment."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client(
+                os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
+                dataset=os.environ.get("ACTIVATIONS_DATASET") or None,
+                token=os.environ.get("ACTIVATIONS_TOKEN") or None,
+            )
+        return _default
+
+
+def _with_dataset(dataset_path: Optional[str]) -> Client:
+    client = default_client()
+    if dataset_path is None:
+        return client
+    name = _dataset_name(client, dataset_path)
+    if name == client.dataset:
+        return client
+    return _clients_by_dataset(client, name)
+
+
+_by_dataset: dict[str, Client] = {}
+
+
+def _clients_by_dataset(client: Client, name: str) -> Client:
+    with _default_lock:
+        found = _by_dataset.get(name)
+        if found is None:
+            found = Client(
+                os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
+                dataset=name,
+                token=os.environ.get("ACTIVATIONS_TOKEN") or None,
+            )
+            _by_dataset[name] = found
+        return found
+
+
+def _normalized(uri: str) -> str:
+    uri = uri.rstrip("/")
+    for prefix, replacement in [
+        ("az://openaipublic/", "https://openaipublic.blob.core.windows.net/"),
+    ]:
+        if uri.startswith(prefix):
+            uri = replacement + uri[len(prefix) :]
+    return uri
+
+
+def _dataset_name(client: Client, dataset_path: str) -> str:
+    """The dataset ``dataset_path`` names: a dataset's name, or its URI as the server lists it
+    (``az://openaipublic/...`` and its ``https://`` form are the same)."""
+    datasets = client.datasets()
+    for dataset in datasets:
+        if dataset.name == dataset_path:
+            return str(dataset.name)
+    wanted = _normalized(dataset_path)
+    for dataset in datasets:
+        if _normalized(dataset.uri.split("?", 1)[0]) == wanted:
+            return str(dataset.name)
+    served = ", ".join(f"{d.name} ({d.uri})" for d in datasets) or "none"
+    raise errors.NotFound(
+        f"dataset_path {dataset_path!r} is not a dataset of the server: it serves {served}; "
+        "pass one of their names or URIs, or leave dataset_path out for the default "
+        "(ACTIVATIONS_DATASET, else the server's default)"
+    )
+
+
+def load_neuron(
+    layer_index: Union[str, int],
+    neuron_index: Union[str, int],
+    dataset_path: Optional[str] = None,
+) -> NeuronRecord:
+    """Load the NeuronRecord for the specified neuron."""
+    return _with_dataset(dataset_path).load_neuron(layer_index, neuron_index)
+
+
+async def load_neuron_async(
+    layer_index: Union[str, int],
+    neuron_index: Union[str, int],
+    dataset_path: Optional[str] = None,
+) -> NeuronRecord:
+    """Async version of load_neuron: an :class:`AsyncClient` per event loop."""
+    dataset = None
+    if dataset_path is not None:
+        dataset = await asyncio.to_thread(_dataset_name, default_client(), dataset_path)
+    loop = id(asyncio.get_running_loop())
+    key = hash((loop, dataset))
+    client = _default_async.get(key)
+    if client is None:
+        client = AsyncClient(
+            os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
+            dataset=dataset or os.environ.get("ACTIVATIONS_DATASET") or None,
+            token=os.environ.get("ACTIVATIONS_TOKEN") or None,
+        )
+        _default_async[key] = client
+    return await client.load_neuron(layer_index, neuron_index)
+
+
+def neuron_exists(
+    dataset_path: Optional[str], layer_index: Union[str, int], neuron_index: Union[str, int]
+) -> bool:
+    """Return whether the specified neuron exists."""
+    return _with_dataset(dataset_path).neuron_exists(layer_index, neuron_index)
+
+
+def get_sorted_neuron_indices(
+    dataset_path: Optional[str], layer_index: Union[str, int]
+) -> list[int]:
+    """Returns the indices of all neurons in this layer, in ascending order."""
+    return _with_dataset(dataset_path).get_sorted_neuron_indices(layer_index)
+
+
+def get_sorted_layers(dataset_path: Optional[str]) -> list[str]:
+    """Return the indices of all layers in this dataset, in ascending numerical order, as
+    strings."""
+    return _with_dataset(dataset_path).get_sorted_layers()

@@ -1,0 +1,1 @@
+"""The service's generated messages and stub (python/generate.sh writes this package)."""

@@ -1,0 +1,258 @@
+"""The asyncio :class:`AsyncClient` (grpc.aio): the methods of :class:`~neuron_activations.Client`
+as coroutines, and bulk streams as async iterators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Optional, TypeVar, Union
+
+import grpc
+import grpc.aio
+
+from . import errors
+from ._common import (
+    HEALTH_CHECK,
+    Assembler,
+    NeuronSplits,
+    Selection,
+    Server,
+    Servers,
+    Settings,
+    Tls,
+    backoff,
+    eject,
+    health_request,
+    is_retryable,
+    is_server_failure,
+    is_serving,
+    neuron_id_pb,
+    resolve,
+    selection_pb,
+    slice_params,
+    split_enum,
+)
+from ._proto import activations_pb2 as pb
+from .records import ActivationRecord, NeuronRecord, activation_record_from_pb, index, record_from_pb
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+class AsyncClient:
+    """:class:`~neuron_activations.Client` for asyncio: the same settings and routing, its
+    calls as coroutines. Use it within one event loop, and ``await client.close()`` (or
+    ``async with``) when done.
+
+    >>> async def main():                                          # doctest: +SKIP
+    ...     async with AsyncClient("127.0.0.1:50051") as client:
+    ...         record = await client.load_neuron(1, 1)
+    """
+
+    def __init__(
+        self,
+        address: Union[str, Sequence[str]],
+        *,
+        dataset: Optional[str] = None,
+        tls: Union[bool, Tls, None] = None,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
+        retries: int = 3,
+        policy: str = "affinity",
+    ) -> None:
+        settings = Settings.parse(
+            address,
+            dataset=dataset,
+            tls=tls,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            policy=policy,
+        )
+        self.dataset = settings.dataset
+        self.timeout = settings.timeout
+        self.retries = settings.retries
+        self._metadata = settings.metadata
+        self._pool = Servers(settings, grpc.aio)
+
+    async def load_neuron(
+        self, layer_index: Union[str, int], neuron_index: Union[str, int]
+    ) -> NeuronRecord:
+        """The whole record of a neuron (``GetNeuronRecord``)."""
+        key = (index(layer_index, "layer_index"), index(neuron_index, "neuron_index"))
+        request = pb.GetNeuronRecordRequest(dataset=self.dataset, neuron_id=neuron_id_pb(key))
+        return record_from_pb(await self._unary(key, lambda s: s.GetNeuronRecord, request))
+
+    async def neuron_exists(
+        self, layer_index: Union[str, int], neuron_index: Union[str, int]
+    ) -> bool:
+        """Whether the neuron's file exists: ``False`` for a missing neuron."""
+        key = (index(layer_index, "layer_index"), index(neuron_index, "neuron_index"))
+        request = pb.NeuronExistsRequest(dataset=self.dataset, neuron_id=neuron_id_pb(key))
+        return bool((await self._unary(key, lambda s: s.NeuronExists, request)).exists)
+
+    async def get_sorted_layers(self) -> list[str]:
+        """The dataset's layers in ascending numerical order, as strings."""
+        request = pb.ListLayersRequest(dataset=self.dataset)
+        response = await self._unary(None, lambda s: s.ListLayers, request)
+        return [str(layer) for layer in response.layer_indices]
+
+    async def get_sorted_neuron_indices(self, layer_index: Union[str, int]) -> list[int]:
+        """The layer's neuron indices, ascending."""
+        layer = index(layer_index, "layer_index")
+        indices: list[int] = []
+        token = ""
+        while True:
+            request = pb.ListNeuronsRequest(
+                dataset=self.dataset, layer_index=layer, page_size=10_000, page_token=token
+            )
+            response = await self._unary(None, lambda s: s.ListNeurons, request)
+            indices.extend(response.neuron_indices)
+            token = response.next_page_token
+            if not token:
+                return indices
+
+    async def activation_records(
+        self,
+        layer_index: Union[str, int],
+        neuron_index: Union[str, int],
+        split: str,
+        n_examples_per_split: Optional[int] = None,
+    ) -> list[ActivationRecord]:
+        """The records of one split, without fetching the whole record."""
+        key = (index(layer_index, "layer_index"), index(neuron_index, "neuron_index"))
+        request = pb.StreamActivationRecordsRequest(
+            dataset=self.dataset,
+            neuron_id=neuron_id_pb(key),
+            split=split_enum(split),
+            slice_params=slice_params(n_examples_per_split),
+        )
+
+        async def call(stub: Any) -> list[ActivationRecord]:
+            stream = stub.StreamActivationRecords(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+            return [activation_record_from_pb(item.record) async for item in stream]
+
+        return await self._attempts(key, call)
+
+    async def neuron_splits(
+        self,
+        selection: Selection,
+        splits: Sequence[str],
+        n_examples_per_split: Optional[int] = None,
+        *,
+        cursor: str = "",
+    ) -> AsyncIterator[NeuronSplits]:
+        """The requested splits of every neuron of ``selection``, one item per neuron in
+        selection order, resumed after the last neuron delivered after a transient failure."""
+        request = pb.StreamNeuronSplitsRequest(
+            dataset=self.dataset,
+            selection=selection_pb(selection),
+            splits=[split_enum(split) for split in splits],
+            slice_params=slice_params(n_examples_per_split),
+            cursor=cursor,
+        )
+        failures = 0
+        while True:
+            server = await self._pick(None)
+            assembler = Assembler()
+            try:
+                stream = server.stub.StreamNeuronSplits(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+                async for message in stream:
+                    neuron = assembler.push(message)
+                    if neuron is not None:
+                        failures = 0
+                        request.cursor = neuron.cursor
+                        yield neuron
+                if not assembler.in_progress:
+                    return
+                error: errors.ActivationsError = errors.Unavailable(
+                    "the stream ended in the middle of a neuron"
+                )
+            except grpc.RpcError as rpc_error:
+                error = errors.from_rpc_error(rpc_error)
+            failures += 1
+            if not is_retryable(error) or failures >= self.retries:
+                raise error
+            if is_server_failure(error):
+                eject(server)
+            await asyncio.sleep(backoff(failures, error))
+
+    async def datasets(self) -> list[pb.DatasetInfo]:
+        """The datasets the server serves."""
+        response = await self._unary(None, lambda s: s.ListDatasets, pb.ListDatasetsRequest())
+        return list(response.datasets)
+
+    async def close(self) -> None:
+        """Closes the connections."""
+        servers, self._pool.servers = self._pool.servers, []
+        for server in servers:
+            await server.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _unary(
+        self, key: Optional[tuple[int, int]], method: Callable[[Any], Any], request: Any
+    ) -> Any:
+        async def call(stub: Any) -> Any:
+            return await method(stub)(request, timeout=self.timeout, metadata=self._metadata)
+
+        return await self._attempts(key, call)
+
+    async def _attempts(
+        self, key: Optional[tuple[int, int]], call: Callable[[Any], Awaitable[T]]
+    ) -> T:
+        failures = 0
+        while True:
+            server = await self._pick(key)
+            try:
+                return await call(server.stub)
+            except grpc.RpcError as rpc_error:
+                error = errors.from_rpc_error(rpc_error)
+            failures += 1
+            if not is_retryable(error) or failures >= self.retries:
+                raise error
+            if is_server_failure(error):
+                eject(server)
+                await self._refresh(force=True)
+            await asyncio.sleep(backoff(failures, error))
+
+    async def _pick(self, key: Optional[tuple[int, int]]) -> Server:
+        await self._refresh()
+        for server in self._pool.checks_due():
+            self._pool.checked(server, await self._health_check(server))
+        return self._pool.choose(key)
+
+    async def _health_check(self, server: Server) -> bool:
+        check = server.channel.unary_unary(
+            HEALTH_CHECK, request_serializer=health_request, response_deserializer=bytes
+        )
+        try:
+            return is_serving(await check(None, timeout=2.0))
+        except grpc.RpcError:
+            return False
+
+    async def _refresh(self, force: bool = False) -> None:
+        """Opens the channels; resolves a DNS name again when due."""
+        if not self._pool.refresh_due(force):
+            return
+        dns = self._pool.settings.dns
+        addresses = None
+        if dns is not None:
+            try:
+                addresses = await asyncio.to_thread(resolve, dns.authority)
+            except OSError as error:
+                if self._pool.servers:
+                    return
+                raise errors.Unavailable(
+                    f"dns:///{dns.authority} cannot be resolved: {error}"
+                ) from None
+        for server in self._pool.apply(addresses):
+            await server.channel.close()
