@@ -3,6 +3,7 @@ reassembly of bulk streams, retries and the choice of a server."""
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import time
@@ -212,6 +213,20 @@ def backoff(failures: int, error: errors.ActivationsError) -> float:
     ``RetryInfo`` delay."""
     ceiling = min(MAX_BACKOFF, INITIAL_BACKOFF * 2 ** (failures - 1))
     return max(random.uniform(0, ceiling), error.retry_delay or 0.0)
+
+
+logger = logging.getLogger("neuron_activations")
+
+
+def log_resume(error: errors.ActivationsError, delay: float, failures: int, retries: int) -> None:
+    """Says that a bulk stream failed and resumes, on the package's logger (WARNING)."""
+    logger.warning(
+        "stream failed (%s); resuming after the last neuron received in %.1fs (attempt %d of %d)",
+        error,
+        delay,
+        failures + 1,
+        retries,
+    )
 
 
 def health_request(_: Any) -> bytes:

@@ -26,6 +26,7 @@ from ._common import (
     is_retryable,
     is_server_failure,
     is_serving,
+    log_resume,
     neuron_id_pb,
     resolve,
     selection_pb,
@@ -179,7 +180,9 @@ class AsyncClient:
                 raise error
             if is_server_failure(error):
                 eject(server)
-            await asyncio.sleep(backoff(failures, error))
+            delay = backoff(failures, error)
+            log_resume(error, delay, failures, self.retries)
+            await asyncio.sleep(delay)
 
     async def datasets(self) -> list[pb.DatasetInfo]:
         """The datasets the server serves."""

@@ -25,6 +25,7 @@ from ._common import (
     is_retryable,
     is_server_failure,
     is_serving,
+    log_resume,
     neuron_id_pb,
     resolve,
     selection_pb,
@@ -203,7 +204,9 @@ class Client:
                 raise error
             if is_server_failure(error):
                 self._eject(server)
-            time.sleep(backoff(failures, error))
+            delay = backoff(failures, error)
+            log_resume(error, delay, failures, self.retries)
+            time.sleep(delay)
 
     # --- the rest ---------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-//! The Python client: stubs generated from `proto/` with grpcio-tools
-//! (`examples/python/generate.sh`) read the service as a Python explainer job would. Every split
-//! of every neuron, read with `StreamNeuronSplits`, must match what the Python reference loader
-//! computes from the same files (`tests/oracle/python_client.py`), and the example job
-//! (`examples/python/explain_job.py`) must report every neuron, resuming a stream that fails with
-//! UNAVAILABLE. Run by `scripts/test.sh`, which installs grpcio, grpcio-tools, protobuf and the
-//! reference loader into `.venv/`.
+//! Python against the service: the Python package's generated stubs
+//! (`python/neuron_activations/_proto`) read every split of every neuron with
+//! `StreamNeuronSplits`, which must match what the Python reference loader computes from the same
+//! files (`tests/oracle/python_client.py`), and the example job (`examples/python/explain_job.py`,
+//! on the package's `Client`) must report every neuron, the package resuming a stream that fails
+//! with UNAVAILABLE. Run by `scripts/test.sh`, which installs grpcio, protobuf and the reference
+//! loader into `.venv/`.
 
 use activations_webstore::{Fault, FaultyHttpServer};
 use std::{collections::HashMap, path::Path, process::Output, time::Duration};
@@ -17,7 +17,7 @@ use activations_e2e::{
 use activations_server::location::StorageOptions;
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::{process::Command, sync::OnceCell};
+use tokio::process::Command;
 
 /// The block of neurons the comparison and the job read: `LAYERS` x `NEURONS`.
 const LAYERS: (u32, u32) = (1, 4);
@@ -59,20 +59,6 @@ fn write_dataset(root: &Path) -> Vec<NeuronFile> {
         files.push((layer, neuron, top, random));
     }
     files
-}
-
-/// Generates the Python stubs, once per test binary.
-async fn generate_stubs() {
-    static GENERATED: OnceCell<()> = OnceCell::const_new();
-    GENERATED
-        .get_or_init(|| async {
-            let script = workspace_root().join("examples/python/generate.sh");
-            stdout(
-                "generate.sh",
-                &run(Command::new(script).env("PYTHON", python())).await,
-            );
-        })
-        .await;
 }
 
 /// `python SCRIPT ARGS...` with the project's Python.
@@ -119,7 +105,6 @@ async fn python_client_reads_every_split_as_the_reference_loader_computes_it() {
     let data = dir.path().to_str().expect("UTF-8 temp path");
     let layers = format!("{}..{}", LAYERS.0, LAYERS.1);
     let neurons = format!("{}..{}", NEURONS.0, NEURONS.1);
-    generate_stubs().await;
 
     let output = run(&mut python_script(
         "tests/oracle/python_client.py",
@@ -255,7 +240,6 @@ async fn explain_job_resumes_a_stream_that_fails_unavailable() {
     );
     let uri = format!("{}?layers=1&neurons=8&layout=flat", web.url());
     let server = serve_uris(&[("faulty", &uri)], STORAGE).await;
-    generate_stubs().await;
 
     let output = run(&mut python_script(
         "examples/python/explain_job.py",

@@ -16,7 +16,7 @@ raises AssertionError for a requested split, the neuron must carry FAILED_PRECON
 (NOT_ENOUGH_RECORDS); where it finds no file, NOT_FOUND (NEURON_NOT_FOUND). The first stream is
 also resumed from a cursor mid-way, which must deliver exactly the neurons after it.
 
-The stubs come from examples/python/generate.sh's output (or $ACTIVATIONS_PYTHON_STUBS).
+The stubs are the Python package's generated code (python/neuron_activations/_proto).
 
 Prints one JSON object: {"neurons", "streams", "neurons_compared", "records_compared",
 "errors_compared", "multi_part_neurons", "resumed_neurons", "mismatches", "first_mismatches"};
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import struct
 import sys
 import urllib.error
@@ -36,23 +35,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# First on the path: the stubs' `neuron_explainer` package extends itself over the loader's.
-sys.path.insert(
-    0, os.environ.get("ACTIVATIONS_PYTHON_STUBS", str(ROOT / "examples/python/generated"))
-)
+# The package's generated code, importable beside the reference loader.
+sys.path.insert(0, str(ROOT / "python"))
 
 import grpc  # noqa: E402
 from google.protobuf import descriptor_pool  # noqa: E402
 from google.protobuf.message_factory import GetMessageClass  # noqa: E402
-from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from neuron_explainer.activations.activations import (  # noqa: E402
     ActivationRecord,
     ActivationRecordSliceParams,
     NeuronRecord,
     load_neuron,
 )
-from neuron_explainer.activations.v1 import activations_pb2 as pb  # noqa: E402
-from neuron_explainer.activations.v1 import activations_pb2_grpc as pb_grpc  # noqa: E402
+from neuron_activations._proto import activations_pb2 as pb  # noqa: E402
+from neuron_activations._proto import activations_pb2_grpc as pb_grpc  # noqa: E402
+from neuron_activations._proto import error_details_pb2, status_pb2  # noqa: E402
 
 METHODS = {
     pb.SPLIT_TRAIN: "train_activation_records",
