@@ -60,6 +60,7 @@ class AsyncClient:
         timeout: Optional[float] = None,
         retries: int = 3,
         policy: str = "affinity",
+        compression: Optional[str] = None,
     ) -> None:
         settings = Settings.parse(
             address,
@@ -69,6 +70,7 @@ class AsyncClient:
             timeout=timeout,
             retries=retries,
             policy=policy,
+            compression=compression,
         )
         self.dataset = settings.dataset
         self.timeout = settings.timeout
