@@ -447,6 +447,12 @@ class Servers:
         self._turn += 1
         return choose(self.servers, self.settings.dataset, key, self._turn, self.settings.affinity)
 
+    @property
+    def spreads(self) -> bool:
+        """Whether bulk streams are cut by owner: several servers (or a DNS name) and affinity."""
+        several = len(self.servers) > 1 or self.settings.dns is not None
+        return several and self.settings.affinity
+
     def checks_due(self) -> list[Server]:
         """The servers out whose next health check is due."""
         now = time.monotonic()

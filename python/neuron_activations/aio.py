@@ -34,6 +34,7 @@ from ._common import (
     split_enum,
 )
 from ._proto import activations_pb2 as pb
+from ._spread import PART_BUFFER, Books, Part, enumerated, fingerprint, resume_point
 from .records import ActivationRecord, NeuronRecord, activation_record_from_pb, index, record_from_pb
 
 __all__ = ["AsyncClient"]
@@ -156,6 +157,11 @@ class AsyncClient:
             slice_params=slice_params(n_examples_per_split),
             cursor=cursor,
         )
+        await self._refresh()
+        if self._pool.spreads:
+            async for item in self._spread(request):
+                yield item
+            return
         failures = 0
         while True:
             server = await self._pick(None)
@@ -185,6 +191,94 @@ class AsyncClient:
             delay = backoff(failures, error)
             log_resume(error, delay, failures, self.retries)
             await asyncio.sleep(delay)
+
+    async def _spread(self, request: pb.StreamNeuronSplitsRequest) -> AsyncIterator[NeuronSplits]:
+        """``neuron_splits`` over several servers: a task per server's part, merged in order."""
+        ids, first, fingerprint_ = await self._expand(request)
+        books = Books(ids, first, fingerprint_, self.dataset)
+        queues: dict[int, asyncio.Queue[tuple[str, Any]]] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        def start(parts: list[tuple[int, Part]]) -> None:
+            for part_id, part in parts:
+                out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(PART_BUFFER)
+                queues[part_id] = out
+                tasks.append(
+                    asyncio.create_task(
+                        self._run_part(part.server, books.requests(request, part), out)
+                    )
+                )
+
+        try:
+            servers = list(self._pool.servers)
+            start(books.assign(list(range(len(ids))), servers))
+            while not books.done:
+                part_id = books.waiting_on()
+                kind, payload = await queues[part_id].get()
+                if kind == "item":
+                    yield books.deliver(part_id, payload)
+                    continue
+                error: errors.ActivationsError = payload or errors.Unavailable(
+                    "a server's stream ended before its last neuron"
+                )
+                limit = books.failover_limit(self.retries, len(servers))
+                if not is_server_failure(error) or books.failovers >= limit:
+                    raise error
+                server, rest = books.lose(part_id)
+                del queues[part_id]
+                eject(server)
+                log_resume(error, 0.0, books.failovers, limit)
+                servers = list(self._pool.servers)
+                start(books.assign(rest, servers))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _run_part(
+        self,
+        server: Server,
+        requests: list[pb.StreamNeuronSplitsRequest],
+        out: asyncio.Queue[tuple[str, Any]],
+    ) -> None:
+        """Streams one server's part into ``out``; ends after its last neuron or an error."""
+        for request in requests:
+            assembler = Assembler()
+            try:
+                call = server.stub.StreamNeuronSplits(
+                    request, timeout=self.timeout, metadata=self._metadata
+                )
+                async for message in call:
+                    neuron = assembler.push(message)
+                    if neuron is not None:
+                        await out.put(("item", neuron))
+            except grpc.RpcError as rpc_error:
+                await out.put(("error", errors.from_rpc_error(rpc_error)))
+                return
+            if assembler.in_progress:
+                await out.put(("error", errors.Unavailable("a server's stream ended in a neuron's middle")))
+                return
+        await out.put(("end", None))
+
+    async def _expand(
+        self, request: pb.StreamNeuronSplitsRequest
+    ) -> tuple[list[tuple[int, int]], int, int]:
+        """The neurons of ``request`` after its cursor, the position of the first, and the
+        stream's fingerprint (for cursors)."""
+        dataset = self.dataset or next(
+            (d.name for d in await self.datasets() if d.is_default), ""
+        )
+        fingerprint_ = fingerprint(dataset, request)
+        ids = enumerated(request.selection)
+        listed = ids is None
+        if ids is None:
+            block = request.selection.range
+            ids = []
+            for layer in map(int, await self.get_sorted_layers()):
+                if block.layer_start <= layer < block.layer_end:
+                    neurons = await self.get_sorted_neuron_indices(layer)
+                    ids += [(layer, n) for n in neurons if n >= block.neuron_start]
+        ids, first = resume_point(ids, listed, request.cursor, fingerprint_)
+        return ids, first, fingerprint_
 
     async def datasets(self) -> list[pb.DatasetInfo]:
         """The datasets the server serves."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ from ._common import (
     split_enum,
 )
 from ._proto import activations_pb2 as pb
+from ._spread import PART_BUFFER, Books, Part, enumerated, fingerprint, resume_point
 from .records import ActivationRecord, NeuronRecord, activation_record_from_pb, index, record_from_pb
 
 __all__ = ["Client"]
@@ -181,6 +183,10 @@ class Client:
             slice_params=slice_params(n_examples_per_split),
             cursor=cursor,
         )
+        self._refresh()
+        if self._pool.spreads:
+            yield from self._spread(request)
+            return
         failures = 0
         while True:
             server = self._pick(None)
@@ -210,6 +216,108 @@ class Client:
             delay = backoff(failures, error)
             log_resume(error, delay, failures, self.retries)
             time.sleep(delay)
+
+    def _spread(self, request: pb.StreamNeuronSplitsRequest) -> Iterator[NeuronSplits]:
+        """``neuron_splits`` over several servers: a thread per server's part, merged in order."""
+        ids, first, fingerprint_ = self._expand(request)
+        books = Books(ids, first, fingerprint_, self.dataset)
+        stop = threading.Event()
+        queues: dict[int, queue.Queue[tuple[str, Any]]] = {}
+
+        def start(parts: list[tuple[int, Part]]) -> None:
+            for part_id, part in parts:
+                out: queue.Queue[tuple[str, Any]] = queue.Queue(PART_BUFFER)
+                queues[part_id] = out
+                thread = threading.Thread(
+                    target=self._run_part,
+                    args=(part.server, books.requests(request, part), out, stop),
+                    daemon=True,
+                )
+                thread.start()
+
+        try:
+            with self._lock:
+                servers = list(self._pool.servers)
+            start(books.assign(list(range(len(ids))), servers))
+            while not books.done:
+                part_id = books.waiting_on()
+                kind, payload = queues[part_id].get()
+                if kind == "item":
+                    yield books.deliver(part_id, payload)
+                    continue
+                error: errors.ActivationsError = payload or errors.Unavailable(
+                    "a server's stream ended before its last neuron"
+                )
+                limit = books.failover_limit(self.retries, len(servers))
+                if not is_server_failure(error) or books.failovers >= limit:
+                    raise error
+                server, rest = books.lose(part_id)
+                del queues[part_id]
+                self._eject(server)
+                log_resume(error, 0.0, books.failovers, limit)
+                with self._lock:
+                    servers = list(self._pool.servers)
+                start(books.assign(rest, servers))
+        finally:
+            stop.set()
+
+    def _run_part(
+        self,
+        server: Server,
+        requests: list[pb.StreamNeuronSplitsRequest],
+        out: queue.Queue[tuple[str, Any]],
+        stop: threading.Event,
+    ) -> None:
+        """Streams one server's part into ``out``; ends after its last neuron or an error."""
+
+        def put(item: tuple[str, Any]) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        for request in requests:
+            assembler = Assembler()
+            call = server.stub.StreamNeuronSplits(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+            try:
+                for message in call:
+                    neuron = assembler.push(message)
+                    if neuron is not None and not put(("item", neuron)):
+                        call.cancel()
+                        return
+            except grpc.RpcError as rpc_error:
+                put(("error", errors.from_rpc_error(rpc_error)))
+                return
+            if assembler.in_progress:
+                put(("error", errors.Unavailable("a server's stream ended in a neuron's middle")))
+                return
+        put(("end", None))
+
+    def _expand(self, request: pb.StreamNeuronSplitsRequest) -> tuple[list[tuple[int, int]], int, int]:
+        """The neurons of ``request`` after its cursor, the position of the first, and the
+        stream's fingerprint (for cursors)."""
+        dataset = self.dataset or next(
+            (d.name for d in self.datasets() if d.is_default), ""
+        )
+        fingerprint_ = fingerprint(dataset, request)
+        ids = enumerated(request.selection)
+        listed = ids is None
+        if ids is None:
+            block = request.selection.range
+            ids = [
+                (layer, neuron)
+                for layer in map(int, self.get_sorted_layers())
+                if block.layer_start <= layer < block.layer_end
+                for neuron in self.get_sorted_neuron_indices(layer)
+                if neuron >= block.neuron_start
+            ]
+        ids, first = resume_point(ids, listed, request.cursor, fingerprint_)
+        return ids, first, fingerprint_
 
     # --- the rest ---------------------------------------------------------------------------
 

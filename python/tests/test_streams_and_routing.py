@@ -205,3 +205,68 @@ def test_shards_are_disjoint_and_complete() -> None:
 
 def test_the_dataset_has_the_neurons_the_tests_expect() -> None:
     assert sorted(dataset_records()) == NEURONS
+
+
+def test_a_bulk_stream_over_three_replicas_is_cut_by_owner_and_survives_one_dying(
+    dataset_dir: Path, server: str
+) -> None:
+    started = [
+        ServerProcess(
+            ["--dataset", f"local={dataset_dir}", "--layout", "flat"], host=f"127.0.0.{host}"
+        )
+        for host in (5, 6, 7)
+    ]
+    try:
+        addresses = [p.address for p in started if p.address]
+        client = Client(addresses, retries=3)
+        # The two real neurons many times over, every split as large as it can be: far more
+        # than a connection holds in flight, so each server is mid-stream when one dies.
+        selection = [(1, 1), (1, 3)] * 300
+        splits = ["train", "calibration", "valid", "test"]
+        victim = next(p for p in started if p.address == routing.owner(addresses, "", 1, 1))
+        got = []
+        for neuron in client.neuron_splits(selection, splits):
+            assert neuron.error is None
+            got.append((neuron.neuron_id.layer_index, neuron.neuron_id.neuron_index, neuron.cursor))
+            if len(got) == 100:
+                victim.close()
+        assert [(layer, neuron) for layer, neuron, _ in got] == selection
+        assert (victim.address, False) in client.servers()
+        # The cursors are the whole request's, as one server issues them: resuming on one.
+        one = Client(server)
+        rest = list(one.neuron_splits(selection, splits, cursor=got[499][2]))
+        assert [(n.neuron_id.layer_index, n.neuron_id.neuron_index) for n in rest] == selection[500:]
+        # And one server's cursor resumes the stream on the replicas.
+        first = next(iter(one.neuron_splits(selection, splits)))
+        rest = list(client.neuron_splits(selection, splits, cursor=first.cursor))
+        assert len(rest) == len(selection) - 1
+    finally:
+        for process in started:
+            process.close()
+
+
+def test_the_asyncio_client_cuts_a_bulk_stream_by_owner_too(dataset_dir: Path) -> None:
+    started = [
+        ServerProcess(
+            ["--dataset", f"local={dataset_dir}", "--layout", "flat"], host=f"127.0.0.{host}"
+        )
+        for host in (8, 9)
+    ]
+
+    async def main() -> None:
+        addresses = [p.address for p in started if p.address]
+        async with AsyncClient(addresses) as client:
+            selection = Range(range(0, 2), None)
+            got = [n async for n in client.neuron_splits(selection, ["train"], 1)]
+            assert [(n.neuron_id.layer_index, n.neuron_id.neuron_index) for n in got] == NEURONS
+            # Resumed from the second neuron's cursor: the rest, in order.
+            rest = [
+                n async for n in client.neuron_splits(selection, ["train"], 1, cursor=got[1].cursor)
+            ]
+            assert [n.neuron_id for n in rest] == [n.neuron_id for n in got[2:]]
+
+    try:
+        asyncio.run(main())
+    finally:
+        for process in started:
+            process.close()
