@@ -232,3 +232,46 @@ def test_without_neuron_explainer_the_package_s_own_dataclasses_split_as_the_see
                     continue
                 assert [tokens for tokens, _ in got] == [r.tokens for r in expected]
                 assert [f32(values) for _, values in got] == [f32(r.activations) for r in expected]
+
+
+def test_load_neuron_async_uses_the_environment(
+    web_server: str, http_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setenv("ACTIVATIONS_SERVER", web_server)
+    monkeypatch.setattr(neuron_activations, "_default", None)
+    monkeypatch.setattr(neuron_activations, "_default_async", {})
+
+    async def main() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                neuron_activations.load_neuron_async(1, 1),
+                neuron_activations.load_neuron_async("1", "3", http_url),
+            )
+        )
+
+    first, second = asyncio.run(main())
+    theirs = reference.load_neuron(1, 1, http_url)
+    same_records(first.random_sample, theirs.random_sample)
+    assert second.neuron_id.neuron_index == 3
+
+
+def test_a_token_is_sent_and_a_missing_one_is_unauthenticated(dataset_dir: Any) -> None:
+    from .conftest import ServerProcess
+
+    process = ServerProcess(
+        ["--dataset", f"local={dataset_dir}", "--layout", "flat", "--auth-tokens", "s3cret-token"]
+    )
+    try:
+        assert process.address is not None
+        with Client(process.address, token="s3cret-token") as client:
+            assert client.neuron_exists(1, 1)
+        with Client(process.address) as client:
+            with pytest.raises(errors.Unauthenticated) as raised:
+                client.load_neuron(1, 1)
+            assert "token" in raised.value.message.lower()
+        with pytest.raises(ValueError, match="visible ASCII"):
+            Client(process.address, token="two words")
+    finally:
+        process.close()
