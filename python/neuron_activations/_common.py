@@ -505,3 +505,43 @@ def slice_params(n: Optional[int]) -> pb.ActivationRecordSliceParams:
 
 def neuron_id_pb(key: tuple[int, int]) -> pb.NeuronId:
     return pb.NeuronId(layer_index=key[0], neuron_index=key[1])
+
+
+class ClientBase:
+    """The settings both clients take, checked, and their servers (``grpc`` or ``grpc.aio``
+    channels)."""
+
+    _channels: Any = grpc
+
+    def __init__(
+        self,
+        address: Union[str, Sequence[str]],
+        *,
+        dataset: Optional[str] = None,
+        tls: Union[bool, Tls, None] = None,
+        token: Optional[str] = None,
+        timeout: Optional[float] = None,
+        retries: int = 3,
+        policy: str = "affinity",
+        compression: Optional[str] = None,
+    ) -> None:
+        settings = Settings.parse(
+            address,
+            dataset=dataset,
+            tls=tls,
+            token=token,
+            timeout=timeout,
+            retries=retries,
+            policy=policy,
+            compression=compression,
+        )
+        self.dataset = settings.dataset
+        """The dataset every request names; empty for the server's default."""
+        self.timeout = settings.timeout
+        self.retries = settings.retries
+        self._metadata = settings.metadata
+        self._pool = Servers(settings, self._channels)
+        self._started()
+
+    def _started(self) -> None:
+        """What a client does once its settings are checked (the synchronous one connects)."""

@@ -14,12 +14,10 @@ from . import errors
 from ._common import (
     HEALTH_CHECK,
     Assembler,
+    ClientBase,
     NeuronSplits,
     Selection,
     Server,
-    Servers,
-    Settings,
-    Tls,
     backoff,
     eject,
     health_request,
@@ -41,7 +39,7 @@ __all__ = ["AsyncClient"]
 
 T = TypeVar("T")
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """:class:`~neuron_activations.Client` for asyncio: the same settings and routing, its
     calls as coroutines. Use it within one event loop, and ``await client.close()`` (or
     ``async with``) when done.
@@ -51,33 +49,7 @@ class AsyncClient:
     ...         record = await client.load_neuron(1, 1)
     """
 
-    def __init__(
-        self,
-        address: Union[str, Sequence[str]],
-        *,
-        dataset: Optional[str] = None,
-        tls: Union[bool, Tls, None] = None,
-        token: Optional[str] = None,
-        timeout: Optional[float] = None,
-        retries: int = 3,
-        policy: str = "affinity",
-        compression: Optional[str] = None,
-    ) -> None:
-        settings = Settings.parse(
-            address,
-            dataset=dataset,
-            tls=tls,
-            token=token,
-            timeout=timeout,
-            retries=retries,
-            policy=policy,
-            compression=compression,
-        )
-        self.dataset = settings.dataset
-        self.timeout = settings.timeout
-        self.retries = settings.retries
-        self._metadata = settings.metadata
-        self._pool = Servers(settings, grpc.aio)
+    _channels = grpc.aio
 
     async def load_neuron(
         self, layer_index: Union[str, int], neuron_index: Union[str, int]

@@ -14,11 +14,10 @@ from . import errors
 from ._common import (
     HEALTH_CHECK,
     Assembler,
+    ClientBase,
     NeuronSplits,
     Selection,
     Server,
-    Servers,
-    Settings,
     Tls,
     backoff,
     eject,
@@ -41,7 +40,8 @@ __all__ = ["Client"]
 
 T = TypeVar("T")
 
-class Client:
+
+class Client(ClientBase):
     """A client of the activations server.
 
     ``address`` is one server (``host:port``, ``http://host:port``, ``https://host:port``),
@@ -61,33 +61,7 @@ class Client:
     >>> record = client.load_neuron(1, 1)                         # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        address: Union[str, Sequence[str]],
-        *,
-        dataset: Optional[str] = None,
-        tls: Union[bool, Tls, None] = None,
-        token: Optional[str] = None,
-        timeout: Optional[float] = None,
-        retries: int = 3,
-        policy: str = "affinity",
-        compression: Optional[str] = None,
-    ) -> None:
-        settings = Settings.parse(
-            address,
-            dataset=dataset,
-            tls=tls,
-            token=token,
-            timeout=timeout,
-            retries=retries,
-            policy=policy,
-            compression=compression,
-        )
-        self.dataset = settings.dataset
-        self.timeout = settings.timeout
-        self.retries = settings.retries
-        self._metadata = settings.metadata
-        self._pool = Servers(settings, grpc)
+    def _started(self) -> None:
         self._lock = threading.Lock()
         self._refresh(force=True)
 

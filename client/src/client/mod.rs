@@ -6,16 +6,18 @@ mod builder;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
 pub use builder::ClientBuilder;
 
+use crate::bulk::spread::{self, Listing};
 use crate::bulk::{self, NeuronSplits, NeuronSplitsStream, Selection};
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId, Split};
 use crate::retry;
-use crate::routing::{Policy, Route, RouteKey, spread};
+use crate::routing::{Policy, Route, RouteKey};
 use crate::security::Credentials;
 use crate::settings::{
     CallSettings, Compression, MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE, RetryPolicy,
@@ -902,7 +904,7 @@ impl ActivationsClient {
                     Some(id) => {
                         bulk::stream_keyed(self.route.clone(), self.calls, request, false, Some(id))
                     }
-                    None => spread::stream(pool.clone(), self.calls, request, true),
+                    None => spread::stream(pool.clone(), self.calls, request, true, self.listing()),
                 }
             }
             route => bulk::stream(route.clone(), self.calls, request),
@@ -943,10 +945,15 @@ impl ActivationsClient {
         let request = self.bulk_request(selection, splits, n, String::new());
         match &self.route {
             Route::Pool(pool) if pool.policy() == Policy::Affinity => {
-                spread::stream(pool.clone(), self.calls, request, false)
+                spread::stream(pool.clone(), self.calls, request, false, self.listing())
             }
             route => bulk::stream(route.clone(), self.calls, request),
         }
+    }
+
+    /// This client as the bulk streams over several servers list through it.
+    fn listing(&self) -> std::sync::Arc<dyn Listing> {
+        std::sync::Arc::new(self.clone())
     }
 
     fn bulk_request(
@@ -1027,6 +1034,34 @@ impl ActivationsClient {
             .await
     }
 }
+
+impl Listing for ActivationsClient {
+    fn default_dataset(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            Ok(self
+                .datasets()
+                .await?
+                .into_iter()
+                .find(|dataset| dataset.is_default)
+                .map(|dataset| dataset.name)
+                .unwrap_or_default())
+        })
+    }
+
+    fn layers(&self) -> BoxFuture<'_, Result<Vec<u32>>> {
+        Box::pin(self.sorted_layers())
+    }
+
+    fn neurons(&self, layer: u32) -> BoxFuture<'_, Result<Vec<u32>>> {
+        Box::pin(
+            self.neuron_indices_paged(layer, LIST_PAGE_SIZE)
+                .try_collect(),
+        )
+    }
+}
+
+/// Neuron ids per `ListNeurons` page when a bulk stream lists a range.
+const LIST_PAGE_SIZE: u32 = 10_000;
 
 /// The neuron of a selection that lists exactly one.
 fn single_neuron(request: &pb::StreamNeuronSplitsRequest) -> Option<NeuronId> {

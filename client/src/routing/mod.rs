@@ -24,7 +24,6 @@
 pub mod discovery;
 pub mod hash;
 pub(crate) mod pool;
-pub(crate) mod spread;
 
 use std::future::Future;
 use std::time::Duration;

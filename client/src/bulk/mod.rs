@@ -42,6 +42,8 @@
 //! }
 //! ```
 
+pub(crate) mod spread;
+
 // For the documentation's links only: the client is built on this module, not the reverse.
 #[cfg(doc)]
 use crate::ActivationsClient;

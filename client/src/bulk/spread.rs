@@ -9,28 +9,38 @@
 //! without end.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use activations_proto::cursor::{Cursor, StreamIdentity};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
-use super::is_server_failure;
-use super::pool::{Pool, Replica, candidates, owner_among};
-use super::{Route, RouteKey};
-use crate::bulk::{NeuronSplits, NeuronSplitsStream};
-use crate::client::ActivationsClient;
+use super::{NeuronSplits, NeuronSplitsStream};
 use crate::error::{Error, Result};
 use crate::pb::{self, NeuronId};
+use crate::routing::pool::{Pool, Replica, candidates, owner_among};
+use crate::routing::{Route, RouteKey, is_server_failure};
 use crate::settings::CallSettings;
+
+/// What a bulk stream over several servers asks before it starts: the default dataset's name
+/// (for cursors) and the listing of a range of listed neurons. The client answers, through its
+/// own calls and retries.
+pub(crate) trait Listing: Send + Sync + 'static {
+    /// The name of the server's default dataset.
+    fn default_dataset(&self) -> BoxFuture<'_, Result<String>>;
+    /// The dataset's layers, ascending.
+    fn layers(&self) -> BoxFuture<'_, Result<Vec<u32>>>;
+    /// A layer's neurons, ascending.
+    fn neurons(&self, layer: u32) -> BoxFuture<'_, Result<Vec<u32>>>;
+}
 
 /// Neurons per request: well below the server's `--bulk-max-listed` (100,000 by default).
 const NEURONS_PER_REQUEST: usize = 10_000;
 /// Neurons a part's task may hold ready before the merge takes them.
 const PART_BUFFER: usize = 16;
-/// Neuron ids per `ListNeurons` page when a listed range is expanded.
-const LIST_PAGE_SIZE: u32 = 10_000;
 
 /// The items of `request` over the servers of `pool`: in selection order with `ordered` (each
 /// with a cursor of the whole request, which resumes it on one server or several), else as
@@ -40,9 +50,10 @@ pub(crate) fn stream(
     calls: CallSettings,
     request: pb::StreamNeuronSplitsRequest,
     ordered: bool,
+    listing: Arc<dyn Listing>,
 ) -> NeuronSplitsStream {
     let start = async move {
-        match Spread::start(pool, calls, request, ordered).await {
+        match Spread::start(pool, calls, request, ordered, listing.as_ref()).await {
             Ok(spread) => stream::unfold(spread, |mut spread| async move {
                 let item = spread.next().await?;
                 Some((item, spread))
@@ -98,11 +109,10 @@ impl Spread {
         calls: CallSettings,
         request: pb::StreamNeuronSplitsRequest,
         ordered: bool,
+        listing: &dyn Listing,
     ) -> Result<Spread> {
         pool.ready_replicas().await?;
-        let client = ActivationsClient::routed(Route::Pool(pool.clone()), calls)
-            .with_dataset(request.dataset.clone());
-        let (ids, first_position, identity) = expand(&client, &request).await?;
+        let (ids, first_position, identity) = expand(listing, &request).await?;
         let mut spread = Spread {
             pool,
             calls,
@@ -279,7 +289,7 @@ async fn run_part(
             ..template.clone()
         };
         let route = Route::One(Box::new(replica.stub.clone()));
-        let mut items = crate::bulk::stream_on(route, calls, request, true);
+        let mut items = super::stream_on(route, calls, request, true);
         while let Some(item) = items.next().await {
             let failed = item.is_err();
             if sender.send(item).await.is_err() || failed {
@@ -292,18 +302,12 @@ async fn run_part(
 /// The neurons `request` selects after its cursor, in order; the position in the selection of
 /// the first; and the identity of the stream, for cursors.
 async fn expand(
-    client: &ActivationsClient,
+    listing: &dyn Listing,
     request: &pb::StreamNeuronSplitsRequest,
 ) -> Result<(Vec<NeuronId>, u64, StreamIdentity)> {
     use pb::neuron_selection::Selection as Pb;
     let dataset = match request.dataset.as_str() {
-        "" => client
-            .datasets()
-            .await?
-            .into_iter()
-            .find(|dataset| dataset.is_default)
-            .map(|dataset| dataset.name)
-            .unwrap_or_default(),
+        "" => listing.default_dataset().await?,
         name => name.to_owned(),
     };
     let identity = StreamIdentity::of(&dataset, request);
@@ -327,7 +331,7 @@ async fn expand(
                     (range.neuron_start..end).map(move |neuron| crate::neuron_id(layer, neuron))
                 })
                 .collect(),
-            None => listed(client, range).await?,
+            None => listed(listing, range).await?,
         },
     };
     let listed_range = matches!(selection, Pb::Range(range) if range.neuron_end.is_none());
@@ -359,16 +363,13 @@ async fn expand(
 }
 
 /// Every neuron the dataset lists in `range`'s layers from its `neuron_start`, in order.
-async fn listed(client: &ActivationsClient, range: &pb::NeuronRange) -> Result<Vec<NeuronId>> {
+async fn listed(listing: &dyn Listing, range: &pb::NeuronRange) -> Result<Vec<NeuronId>> {
     let mut ids = Vec::new();
-    for layer in client.sorted_layers().await? {
+    for layer in listing.layers().await? {
         if !(range.layer_start..range.layer_end).contains(&layer) {
             continue;
         }
-        let neurons: Vec<u32> = client
-            .neuron_indices_paged(layer, LIST_PAGE_SIZE)
-            .try_collect()
-            .await?;
+        let neurons = listing.neurons(layer).await?;
         ids.extend(
             neurons
                 .into_iter()
