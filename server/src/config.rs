@@ -310,9 +310,13 @@ impl Config {
     }
 }
 
-/// A byte count: a number with an optional decimal (K, M, G) or binary (Ki, Mi, Gi) suffix,
-/// optionally followed by B.
-fn parse_bytes(text: &str) -> Result<u64, String> {
+/// A byte count as the server's flags take it: a number with an optional decimal (K, M, G) or
+/// binary (Ki, Mi, Gi) suffix, optionally followed by B (`512MiB`, `2G`, `1000000`).
+///
+/// # Errors
+///
+/// Anything else, or a count that does not fit in 64 bits: the message says what is expected.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let unitless = trimmed.strip_suffix(['B', 'b']).unwrap_or(trimmed);
     let split = unitless

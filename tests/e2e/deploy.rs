@@ -289,45 +289,14 @@ fn quantity_bytes(quantity: &str) -> u64 {
 
 /// A byte count as the server reads it (`--cache-bytes`): `1GiB`, `512MiB`, `2G`, `1000`.
 fn server_bytes(text: &str) -> u64 {
-    let unitless = text.strip_suffix(['B', 'b']).unwrap_or(text);
-    let split = unitless
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(unitless.len());
-    let (number, unit) = unitless.split_at(split);
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "K" | "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => panic!("{text}: not a byte count the server reads"),
-    };
-    number.parse::<u64>().expect("a number of bytes") * multiplier
+    activations_server::config::parse_bytes(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A duration as the server reads it, in whole seconds: `30s`, `2m`, `1m30s`.
 fn seconds(text: &str) -> u64 {
-    let mut total = 0;
-    let mut number = String::new();
-    for c in text.chars() {
-        match c {
-            '0'..='9' => number.push(c),
-            's' | 'm' | 'h' => {
-                let n: u64 = number.parse().expect("a number before the unit");
-                total += n * match c {
-                    's' => 1,
-                    'm' => 60,
-                    _ => 3600,
-                };
-                number.clear();
-            }
-            _ => panic!("{text}: not a duration this test reads"),
-        }
-    }
-    assert!(number.is_empty() && total > 0, "{text}: not a duration");
-    total
+    humantime::parse_duration(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .as_secs()
 }
 
 /// The Deployment's pod-template labels.

@@ -64,7 +64,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     cold_concurrency: usize,
     /// Cache of the cold scenario's server (0: every call reads storage).
-    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    #[arg(long, default_value = "0", value_parser = activations_server::config::parse_bytes)]
     cold_cache_bytes: u64,
     /// Threads of the in-process read-and-parse ceiling.
     #[arg(long, default_value_t = 2)]
@@ -79,16 +79,16 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     warm_concurrency: Vec<usize>,
     /// Cache of the warm scenario's server.
-    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "1GiB", value_parser = activations_server::config::parse_bytes)]
     warm_cache_bytes: u64,
     /// Neurons of each bulk stream (and memory pass): the first ones of the dataset.
     #[arg(long, default_value_t = 4096)]
     bulk_neurons: usize,
     /// Cache of the bulk scenario's servers.
-    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "1GiB", value_parser = activations_server::config::parse_bytes)]
     bulk_cache_bytes: u64,
     /// Cache budget of the memory scenario's server.
-    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "256MiB", value_parser = activations_server::config::parse_bytes)]
     memory_cache_bytes: u64,
     /// Bulk passes of the memory scenario.
     #[arg(long, default_value_t = 3)]
@@ -112,10 +112,10 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "20,50,100")]
     remote_first_byte_ms: Vec<u64>,
     /// Bandwidth of one connection to the remote store, in bytes a second.
-    #[arg(long, default_value = "50MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "50MiB", value_parser = activations_server::config::parse_bytes)]
     remote_connection_bandwidth: u64,
     /// Bandwidth of all connections to the remote store together, in bytes a second.
-    #[arg(long, default_value = "500MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "500MiB", value_parser = activations_server::config::parse_bytes)]
     remote_total_bandwidth: u64,
     /// Neurons of the remote scenario's bulk stream.
     #[arg(long, default_value_t = 2048)]
@@ -143,7 +143,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     replicas: usize,
     /// Cache of each server of the replicas scenario.
-    #[arg(long, default_value = "32MiB", value_parser = parse_bytes)]
+    #[arg(long, default_value = "32MiB", value_parser = activations_server::config::parse_bytes)]
     replicas_cache_bytes: u64,
     /// Working set of the replicas scenario, in caches (its parsed size over the cache).
     #[arg(long, default_value_t = 2.5)]
@@ -359,28 +359,4 @@ fn dataset(args: &Args) -> Result<(u32, u32), Box<dyn std::error::Error>> {
         .into());
     }
     Ok((layers.len() as u32, neurons as u32))
-}
-
-/// A byte count with an optional K, M, G (decimal) or Ki, Mi, Gi (binary) suffix and B.
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    let unitless = text.trim().trim_end_matches(['B', 'b']);
-    let digits = unitless
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(unitless.len());
-    let (number, unit) = unitless.split_at(digits);
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "K" | "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return Err(format!("{text:?}: expected a byte count such as 256MiB")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("{text:?}: expected a byte count such as 256MiB"))
 }
