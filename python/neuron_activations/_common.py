@@ -7,7 +7,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -192,6 +192,29 @@ class Assembler:
             },
             cursor=message.cursor,
         )
+
+
+def assembled(messages: Iterable[pb.NeuronSplits]) -> Iterator[NeuronSplits]:
+    """The complete neurons of a ``StreamNeuronSplits`` stream's messages; ``Unavailable`` if
+    the stream ends in the middle of a neuron (its parts so far are dropped, read again)."""
+    assembler = Assembler()
+    for message in messages:
+        neuron = assembler.push(message)
+        if neuron is not None:
+            yield neuron
+    if assembler.in_progress:
+        raise errors.Unavailable("the stream ended in the middle of a neuron")
+
+
+async def assembled_async(messages: AsyncIterable[pb.NeuronSplits]) -> AsyncIterator[NeuronSplits]:
+    """:func:`assembled` for a grpc.aio stream."""
+    assembler = Assembler()
+    async for message in messages:
+        neuron = assembler.push(message)
+        if neuron is not None:
+            yield neuron
+    if assembler.in_progress:
+        raise errors.Unavailable("the stream ended in the middle of a neuron")
 
 
 def is_retryable(error: errors.ActivationsError) -> bool:

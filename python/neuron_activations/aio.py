@@ -13,7 +13,7 @@ import grpc.aio
 from . import errors
 from ._common import (
     HEALTH_CHECK,
-    Assembler,
+    assembled_async,
     ClientBase,
     NeuronSplits,
     Selection,
@@ -137,32 +137,21 @@ class AsyncClient(ClientBase):
         failures = 0
         while True:
             server = await self._pick(None)
-            assembler = Assembler()
             try:
                 stream = server.stub.StreamNeuronSplits(
                     request, timeout=self.timeout, metadata=self._metadata
                 )
-                async for message in stream:
-                    neuron = assembler.push(message)
-                    if neuron is not None:
-                        failures = 0
-                        request.cursor = neuron.cursor
-                        yield neuron
-                if not assembler.in_progress:
-                    return
-                error: errors.ActivationsError = errors.Unavailable(
-                    "the stream ended in the middle of a neuron"
-                )
+                async for neuron in assembled_async(stream):
+                    failures = 0
+                    request.cursor = neuron.cursor
+                    yield neuron
+                return
             except grpc.RpcError as rpc_error:
-                error = errors.from_rpc_error(rpc_error)
+                error: errors.ActivationsError = errors.from_rpc_error(rpc_error)
+            except errors.Unavailable as cut:
+                error = cut
             failures += 1
-            if not is_retryable(error) or failures >= self.retries:
-                raise error
-            if is_server_failure(error):
-                eject(server)
-            delay = backoff(failures, error)
-            log_resume(error, delay, failures, self.retries)
-            await asyncio.sleep(delay)
+            await self._after_failure(server, error, failures, resuming=True)
 
     async def _spread(self, request: pb.StreamNeuronSplitsRequest) -> AsyncIterator[NeuronSplits]:
         """``neuron_splits`` over several servers: a task per server's part, merged in order."""
@@ -214,20 +203,17 @@ class AsyncClient(ClientBase):
     ) -> None:
         """Streams one server's part into ``out``; ends after its last neuron or an error."""
         for request in requests:
-            assembler = Assembler()
             try:
                 call = server.stub.StreamNeuronSplits(
                     request, timeout=self.timeout, metadata=self._metadata
                 )
-                async for message in call:
-                    neuron = assembler.push(message)
-                    if neuron is not None:
-                        await out.put(("item", neuron))
+                async for neuron in assembled_async(call):
+                    await out.put(("item", neuron))
             except grpc.RpcError as rpc_error:
                 await out.put(("error", errors.from_rpc_error(rpc_error)))
                 return
-            if assembler.in_progress:
-                await out.put(("error", errors.Unavailable("a server's stream ended in a neuron's middle")))
+            except errors.Unavailable as cut:
+                await out.put(("error", cut))
                 return
         await out.put(("end", None))
 
@@ -288,12 +274,26 @@ class AsyncClient(ClientBase):
             except grpc.RpcError as rpc_error:
                 error = errors.from_rpc_error(rpc_error)
             failures += 1
-            if not is_retryable(error) or failures >= self.retries:
-                raise error
-            if is_server_failure(error):
-                eject(server)
-                await self._refresh(force=True)
-            await asyncio.sleep(backoff(failures, error))
+            await self._after_failure(server, error, failures)
+
+    async def _after_failure(
+        self,
+        server: Server,
+        error: errors.ActivationsError,
+        failures: int,
+        resuming: bool = False,
+    ) -> None:
+        """Raises ``error`` when it is final (or the attempts are spent); else takes a failed
+        server out and waits before the next attempt (saying so when a stream resumes)."""
+        if not is_retryable(error) or failures >= self.retries:
+            raise error
+        if is_server_failure(error):
+            eject(server)
+            await self._refresh(force=True)
+        delay = backoff(failures, error)
+        if resuming:
+            log_resume(error, delay, failures, self.retries)
+        await asyncio.sleep(delay)
 
     async def _pick(self, key: Optional[tuple[int, int]]) -> Server:
         await self._refresh()

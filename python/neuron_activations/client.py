@@ -13,7 +13,7 @@ import grpc
 from . import errors
 from ._common import (
     HEALTH_CHECK,
-    Assembler,
+    assembled,
     ClientBase,
     NeuronSplits,
     Selection,
@@ -164,32 +164,21 @@ class Client(ClientBase):
         failures = 0
         while True:
             server = self._pick(None)
-            assembler = Assembler()
             try:
                 stream = server.stub.StreamNeuronSplits(
                     request, timeout=self.timeout, metadata=self._metadata
                 )
-                for message in stream:
-                    neuron = assembler.push(message)
-                    if neuron is not None:
-                        failures = 0
-                        request.cursor = neuron.cursor
-                        yield neuron
-                if not assembler.in_progress:
-                    return
-                error: errors.ActivationsError = errors.Unavailable(
-                    "the stream ended in the middle of a neuron"
-                )
+                for neuron in assembled(stream):
+                    failures = 0
+                    request.cursor = neuron.cursor
+                    yield neuron
+                return
             except grpc.RpcError as rpc_error:
-                error = errors.from_rpc_error(rpc_error)
+                error: errors.ActivationsError = errors.from_rpc_error(rpc_error)
+            except errors.Unavailable as cut:
+                error = cut
             failures += 1
-            if not is_retryable(error) or failures >= self.retries:
-                raise error
-            if is_server_failure(error):
-                self._eject(server)
-            delay = backoff(failures, error)
-            log_resume(error, delay, failures, self.retries)
-            time.sleep(delay)
+            self._after_failure(server, error, failures, resuming=True)
 
     def _spread(self, request: pb.StreamNeuronSplitsRequest) -> Iterator[NeuronSplits]:
         """``neuron_splits`` over several servers: a thread per server's part, merged in order."""
@@ -254,21 +243,19 @@ class Client(ClientBase):
             return False
 
         for request in requests:
-            assembler = Assembler()
             call = server.stub.StreamNeuronSplits(
                 request, timeout=self.timeout, metadata=self._metadata
             )
             try:
-                for message in call:
-                    neuron = assembler.push(message)
-                    if neuron is not None and not put(("item", neuron)):
+                for neuron in assembled(call):
+                    if not put(("item", neuron)):
                         call.cancel()
                         return
             except grpc.RpcError as rpc_error:
                 put(("error", errors.from_rpc_error(rpc_error)))
                 return
-            if assembler.in_progress:
-                put(("error", errors.Unavailable("a server's stream ended in a neuron's middle")))
+            except errors.Unavailable as cut:
+                put(("error", cut))
                 return
         put(("end", None))
 
@@ -338,11 +325,25 @@ class Client(ClientBase):
             except grpc.RpcError as rpc_error:
                 error = errors.from_rpc_error(rpc_error)
             failures += 1
-            if not is_retryable(error) or failures >= self.retries:
-                raise error
-            if is_server_failure(error):
-                self._eject(server)
-            time.sleep(backoff(failures, error))
+            self._after_failure(server, error, failures)
+
+    def _after_failure(
+        self,
+        server: Server,
+        error: errors.ActivationsError,
+        failures: int,
+        resuming: bool = False,
+    ) -> None:
+        """Raises ``error`` when it is final (or the attempts are spent); else takes a failed
+        server out and waits before the next attempt (saying so when a stream resumes)."""
+        if not is_retryable(error) or failures >= self.retries:
+            raise error
+        if is_server_failure(error):
+            self._eject(server)
+        delay = backoff(failures, error)
+        if resuming:
+            log_resume(error, delay, failures, self.retries)
+        time.sleep(delay)
 
     def _pick(self, key: Optional[tuple[int, int]]) -> Server:
         self._refresh()
