@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Optional, Union
+from typing import Optional, TypeVar, Union
 
 from . import errors, routing
 from ._common import NeuronSplits, Range, Selection, Tls, shard
@@ -53,51 +53,42 @@ __all__ = [
     "shard",
 ]
 
+T = TypeVar("T", Client, AsyncClient)
+
 #: The server of the module-level functions when ``ACTIVATIONS_SERVER`` is not set.
 DEFAULT_SERVER = "127.0.0.1:50051"
 
-_default_lock = threading.Lock()
-_default: Optional[Client] = None
-_default_async: dict[int, AsyncClient] = {}
+_lock = threading.Lock()
+#: The clients of the module-level functions, by dataset (``None``: ``ACTIVATIONS_DATASET``).
+_clients: dict[Optional[str], Client] = {}
+#: Their asyncio twins, by event loop and dataset.
+_async_clients: dict[tuple[int, Optional[str]], AsyncClient] = {}
 
 
-def default_client() -> Client:
-    """The client of the module-level functions, made on first use from the environment."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Client(
-                os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
-                dataset=os.environ.get("ACTIVATIONS_DATASET") or None,
-                token=os.environ.get("ACTIVATIONS_TOKEN") or None,
-            )
-        return _default
+def _from_environment(cls: type[T], dataset: Optional[str]) -> T:
+    """A client of ``ACTIVATIONS_SERVER`` with ``ACTIVATIONS_TOKEN``, reading ``dataset`` (by
+    default ``ACTIVATIONS_DATASET``, else the server's default)."""
+    return cls(
+        os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
+        dataset=dataset or os.environ.get("ACTIVATIONS_DATASET") or None,
+        token=os.environ.get("ACTIVATIONS_TOKEN") or None,
+    )
+
+
+def default_client(dataset: Optional[str] = None) -> Client:
+    """The client of the module-level functions (for ``dataset``, else the environment's),
+    made on first use from the environment."""
+    with _lock:
+        client = _clients.get(dataset)
+        if client is None:
+            client = _clients[dataset] = _from_environment(Client, dataset)
+        return client
 
 
 def _with_dataset(dataset_path: Optional[str]) -> Client:
-    client = default_client()
     if dataset_path is None:
-        return client
-    name = _dataset_name(client, dataset_path)
-    if name == client.dataset:
-        return client
-    return _clients_by_dataset(client, name)
-
-
-_by_dataset: dict[str, Client] = {}
-
-
-def _clients_by_dataset(client: Client, name: str) -> Client:
-    with _default_lock:
-        found = _by_dataset.get(name)
-        if found is None:
-            found = Client(
-                os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
-                dataset=name,
-                token=os.environ.get("ACTIVATIONS_TOKEN") or None,
-            )
-            _by_dataset[name] = found
-        return found
+        return default_client()
+    return default_client(_dataset_name(default_client(), dataset_path))
 
 
 def _normalized(uri: str) -> str:
@@ -147,16 +138,10 @@ async def load_neuron_async(
     dataset = None
     if dataset_path is not None:
         dataset = await asyncio.to_thread(_dataset_name, default_client(), dataset_path)
-    loop = id(asyncio.get_running_loop())
-    key = hash((loop, dataset))
-    client = _default_async.get(key)
+    key = (id(asyncio.get_running_loop()), dataset)
+    client = _async_clients.get(key)
     if client is None:
-        client = AsyncClient(
-            os.environ.get("ACTIVATIONS_SERVER", DEFAULT_SERVER),
-            dataset=dataset or os.environ.get("ACTIVATIONS_DATASET") or None,
-            token=os.environ.get("ACTIVATIONS_TOKEN") or None,
-        )
-        _default_async[key] = client
+        client = _async_clients[key] = _from_environment(AsyncClient, dataset)
     return await client.load_neuron(layer_index, neuron_index)
 
 

@@ -161,8 +161,7 @@ def test_module_functions_use_the_environment_and_take_dataset_path(
 ) -> None:
     monkeypatch.setenv("ACTIVATIONS_SERVER", web_server)
     monkeypatch.delenv("ACTIVATIONS_DATASET", raising=False)
-    monkeypatch.setattr(neuron_activations, "_default", None)
-    monkeypatch.setattr(neuron_activations, "_by_dataset", {})
+    monkeypatch.setattr(neuron_activations, "_clients", {})
     # The seed's signatures; dataset_path names the dataset by the URI the server lists.
     ours = neuron_activations.load_neuron(1, 1, http_url)
     theirs = reference.load_neuron(1, 1, http_url)
@@ -240,8 +239,8 @@ def test_load_neuron_async_uses_the_environment(
     import asyncio
 
     monkeypatch.setenv("ACTIVATIONS_SERVER", web_server)
-    monkeypatch.setattr(neuron_activations, "_default", None)
-    monkeypatch.setattr(neuron_activations, "_default_async", {})
+    monkeypatch.setattr(neuron_activations, "_clients", {})
+    monkeypatch.setattr(neuron_activations, "_async_clients", {})
 
     async def main() -> list[Any]:
         return list(

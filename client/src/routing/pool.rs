@@ -156,6 +156,16 @@ impl Pool {
 
     /// The servers, once there is at least one.
     pub(crate) async fn ready_replicas(&self) -> Result<Arc<[Replica]>, Status> {
+        // Every call comes here: no channel or timer unless there is nothing to call yet.
+        let replicas = self.replicas();
+        if !replicas.is_empty() {
+            return Ok(replicas);
+        }
+        self.first_replicas().await
+    }
+
+    /// The servers once a DNS target's resolution has found some, up to the connect timeout.
+    async fn first_replicas(&self) -> Result<Arc<[Replica]>, Status> {
         let mut resolved = self.shared.resolved.subscribe();
         let give_up = tokio::time::sleep(self.shared.dialer.connect_timeout);
         tokio::pin!(give_up);
