@@ -52,7 +52,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         security.auth.clone(),
     );
     if let Some(reloader) = reloader {
-        tokio::spawn(reloader.run());
+        tokio::spawn(reloader.watch());
     }
     let metrics = config.metrics_listen.map(|_| Metrics::new());
     let options = config.open_options();

@@ -158,9 +158,11 @@ impl Reloader {
         })
     }
 
-    /// Reloads on every change of the files' directories and on SIGHUP, until the process
-    /// ends. Each outcome is logged: a reload at INFO, files that cannot be used at ERROR.
-    pub async fn run(self) {
+    /// Starts watching the files' directories and SIGHUP now, before the caller goes on to
+    /// serve, so that no change made once the server listens is missed; the future returned
+    /// reloads on every change, until the process ends. Each outcome is logged: a reload at
+    /// INFO, files that cannot be used at ERROR.
+    pub fn watch(self) -> impl Future<Output = ()> + Send + 'static {
         let (changed, mut changes) = mpsc::unbounded_channel();
         // Kubernetes rotates a Secret volume by swapping a link in the directory, so the
         // directories are watched, not the files.
@@ -195,28 +197,32 @@ impl Reloader {
             }
         }
         let mut hangup = hangups();
-        loop {
-            let why = tokio::select! {
-                Some(()) = changes.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while changes.try_recv().is_ok() {}
-                    "the files changed"
+        async move {
+            // Dropping the watcher would stop the watching.
+            let _watcher = watcher;
+            loop {
+                let why = tokio::select! {
+                    Some(()) = changes.recv() => {
+                        tokio::time::sleep(SETTLE).await;
+                        while changes.try_recv().is_ok() {}
+                        "the files changed"
+                    }
+                    Some(()) = hangup.recv() => "SIGHUP",
+                    else => return,
+                };
+                match self.reload() {
+                    Ok(Reloaded::Unchanged) => {
+                        tracing::debug!(why, "credential files unchanged");
+                    }
+                    Ok(Reloaded::Changed { tls, tokens }) => {
+                        tracing::info!(why, tls, tokens, "credentials reloaded");
+                    }
+                    Err(error) => tracing::error!(
+                        why,
+                        %error,
+                        "reloading the credentials failed; the server goes on with the ones it has"
+                    ),
                 }
-                Some(()) = hangup.recv() => "SIGHUP",
-                else => return,
-            };
-            match self.reload() {
-                Ok(Reloaded::Unchanged) => {
-                    tracing::debug!(why, "credential files unchanged");
-                }
-                Ok(Reloaded::Changed { tls, tokens }) => {
-                    tracing::info!(why, tls, tokens, "credentials reloaded");
-                }
-                Err(error) => tracing::error!(
-                    why,
-                    %error,
-                    "reloading the credentials failed; the server goes on with the ones it has"
-                ),
             }
         }
     }
