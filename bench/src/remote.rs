@@ -8,6 +8,13 @@
 //! store (the faster of one thread and a pool). Each is compared with the limit measured in the
 //! same run: `min(CPU ceiling, total bandwidth / bytes per neuron)`, the CPU ceiling being the
 //! in-process read-and-parse of the cold scenario.
+//!
+//! That limit leaves out two costs this machine pays in the same run: the store itself (the web
+//! store runs in this process, on the same cores) and checking each body's `Content-MD5`, which
+//! costs about as much as parsing it. So each latency also measures the server's read path alone
+//! ([`read_path`]): the dataset opened in this process exactly as the server opens it, without a
+//! cache, and the same neurons read (fetched, checked, parsed) [`READ_PATH_CONCURRENCY`] at once,
+//! with no gRPC and no client. Bulk against it is what the service loses to serving a stream.
 
 use std::{
     collections::HashMap,
@@ -22,11 +29,18 @@ use activations_webstore::{FaultyHttpServer, Network};
 use bytes::Bytes;
 use serde::Serialize;
 
+use activations_format::NeuronKey;
+use activations_server::{
+    Dataset, DatasetSpec,
+    dataset::OpenOptions,
+    store::{CacheConfig, heap_bytes},
+};
+
 use crate::{
     datagen::neuron_path,
     error::BenchError,
     launcher::Launcher,
-    load::closed_loop,
+    load::{Delivered, closed_loop},
     scenarios::{ALL_SPLITS, Figures, Plan, connect_to, count_neurons},
 };
 
@@ -58,10 +72,16 @@ pub struct PythonLoader {
     pub threads: usize,
 }
 
+/// Reads at once of the read-path ceiling: the window a bulk stream reaches at 100 ms (past
+/// 256 the stream's rate no longer grows on this machine; 128 lost a sixth of it at 50 ms).
+pub const READ_PATH_CONCURRENCY: usize = 256;
+
 /// The figures at one time to first byte.
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoteRun {
     pub first_byte_ms: u64,
+    /// The server's read path alone, in this process ([`read_path`]).
+    pub read_path: Figures,
     pub bulk: Figures,
     pub cold: Figures,
     /// The Python loader's neurons a second: one neuron after another, as a job's loop reads
@@ -124,10 +144,12 @@ pub async fn run_remote(
         });
         let first_byte_ms = first_byte.as_millis() as u64;
         let uri = store.url();
+        let bulk_ids = &ids[..remote.bulk_neurons.min(ids.len())];
+        let read_path = read_path(&uri, bulk_ids, READ_PATH_CONCURRENCY).await?;
         let bulk = {
             let server = launcher.start_uri(&uri, 0).await?;
             let client = connect_to(&server.url, plan, None).await?;
-            let selection = Selection::Neurons(ids[..remote.bulk_neurons.min(ids.len())].to_vec());
+            let selection = Selection::Neurons(bulk_ids.to_vec());
             let n = plan.n_examples;
             let measurement = closed_loop(1, 1, move |_| {
                 count_neurons(client.neuron_splits(selection.clone(), &ALL_SPLITS, Some(n)))
@@ -152,10 +174,11 @@ pub async fn run_remote(
             None => None,
         };
         eprintln!(
-            "remote {first_byte_ms} ms: bulk {:.0} neurons/s, per-call cold {:.0} neurons/s, \
-             Python {}, limit {:.0} neurons/s (CPU {cpu_ceiling:.0}, bandwidth \
-             {bandwidth_limit:.0})",
+            "remote {first_byte_ms} ms: bulk {:.0} neurons/s, read path {:.0} neurons/s, \
+             per-call cold {:.0} neurons/s, Python {}, limit {:.0} neurons/s (CPU \
+             {cpu_ceiling:.0}, bandwidth {bandwidth_limit:.0})",
             bulk.neurons_per_second,
+            read_path.neurons_per_second,
             cold.neurons_per_second,
             python.map_or("not run".to_string(), |p| format!(
                 "{:.1} neurons/s (one thread), {:.1} (pool)",
@@ -165,6 +188,7 @@ pub async fn run_remote(
         );
         runs.push(RemoteRun {
             first_byte_ms,
+            read_path,
             bulk,
             cold,
             python,
@@ -177,6 +201,57 @@ pub async fn run_remote(
         bandwidth_limit,
         runs,
     })
+}
+
+/// The server's read path alone: the dataset at `uri` opened in this process as the server
+/// opens it (object store, checksum checks, reader threads; no cache), and `ids` read
+/// `concurrency` at once, with no gRPC and no client.
+///
+/// # Errors
+///
+/// The dataset does not open, or a neuron cannot be read.
+pub async fn read_path(
+    uri: &str,
+    ids: &[NeuronId],
+    concurrency: usize,
+) -> Result<Figures, BenchError> {
+    let spec = DatasetSpec {
+        name: "remote".to_string(),
+        uri: uri.to_string(),
+    };
+    let options = OpenOptions {
+        cache: CacheConfig {
+            max_bytes: 0,
+            ..CacheConfig::default()
+        },
+        ..OpenOptions::default()
+    };
+    let dataset = Dataset::open(&spec, &options)
+        .await
+        .map_err(|e| BenchError::Ceiling(format!("opening {uri}: {e}")))?;
+    let store = dataset.store.clone();
+    let ids: Arc<[NeuronId]> = ids.into();
+    let measurement = closed_loop(concurrency, ids.len(), move |i| {
+        let (store, id) = (store.clone(), ids[i]);
+        async move {
+            let key = NeuronKey {
+                layer: id.layer_index,
+                neuron: id.neuron_index,
+            };
+            let record = store.neuron(key).await.map_err(|e| {
+                activations_client::Error::from(tonic::Status::unavailable(format!(
+                    "reading {key}: {e}"
+                )))
+            })?;
+            Ok(Delivered {
+                neurons: 1,
+                records: 0,
+                bytes: heap_bytes(&record) as u64,
+            })
+        }
+    })
+    .await?;
+    Ok(Figures::from(&measurement))
 }
 
 /// The files the store serves, held in memory as a blob store holds them: the manifest and the
@@ -266,13 +341,13 @@ pub fn markdown(results: &RemoteResults) -> String {
     );
     let _ = writeln!(
         out,
-        "| first byte | bulk neurons/s | bulk / limit | per-call cold (c={}) neurons/s | Python, one thread | Python, {} threads | bulk / Python one thread | bulk / Python pool |",
+        "| first byte | bulk neurons/s | bulk / limit | read path (in-process, {READ_PATH_CONCURRENCY} at once) neurons/s | bulk / read path | per-call cold (c={}) neurons/s | Python, one thread | Python, {} threads | bulk / Python one thread | bulk / Python pool |",
         results.runs.first().map_or(0, |run| run.cold.concurrency),
         results.plan.python.as_ref().map_or(0, |p| p.threads),
     );
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for run in &results.runs {
         let bulk = run.bulk.neurons_per_second;
@@ -287,9 +362,11 @@ pub fn markdown(results: &RemoteResults) -> String {
         let (pool, pool_ratio) = python(|p| p.pool);
         let _ = writeln!(
             out,
-            "| {} ms | {bulk:.0} | {:.0}% | {:.0} | {one} | {pool} | {one_ratio} | {pool_ratio} |",
+            "| {} ms | {bulk:.0} | {:.0}% | {:.0} | {:.0}% | {:.0} | {one} | {pool} | {one_ratio} | {pool_ratio} |",
             run.first_byte_ms,
             100.0 * bulk / results.limit(),
+            run.read_path.neurons_per_second,
+            100.0 * bulk / run.read_path.neurons_per_second,
             run.cold.neurons_per_second,
         );
     }

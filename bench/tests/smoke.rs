@@ -162,3 +162,33 @@ async fn the_replicas_scenario_finds_every_second_pass_neuron_cached_with_affini
     assert!(table.contains("| Affinity |"), "{table}");
     assert!(table.contains("Failover: not measured"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_scenario_measures_bulk_and_the_read_path_against_the_limit() {
+    use activations_bench::remote::{RemotePlan, markdown, run_remote};
+
+    let dir = tiny_dataset();
+    let plan = tiny_plan(dir.path().to_path_buf());
+    let remote = RemotePlan {
+        first_byte: vec![std::time::Duration::from_millis(5)],
+        per_connection: 50 << 20,
+        total: 500 << 20,
+        bulk_neurons: 16,
+        cold_neurons: 8,
+        python: None,
+    };
+    let results = run_remote(&plan, &remote, &Launcher::InProcess, 1_000.0)
+        .await
+        .unwrap();
+    let [run] = &results.runs[..] else {
+        panic!("{:?}", results.runs);
+    };
+    // The read path reads every bulk neuron once, through the server's own store.
+    assert_eq!(run.read_path.neurons, 16);
+    assert!(run.read_path.neurons_per_second > 0.0);
+    assert_eq!(run.bulk.neurons, 16);
+    assert!(results.bytes_per_neuron > 0.0);
+    let table = markdown(&results);
+    let row = table.lines().find(|l| l.starts_with("| 5 ms |")).unwrap();
+    assert_eq!(row.matches('|').count(), 11, "{row}");
+}
