@@ -61,8 +61,9 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 _lock = threading.Lock()
 #: The clients of the module-level functions, by dataset (``None``: ``ACTIVATIONS_DATASET``).
 _clients: dict[Optional[str], Client] = {}
-#: Their asyncio twins, by event loop and dataset.
-_async_clients: dict[tuple[int, Optional[str]], AsyncClient] = {}
+#: Their asyncio twins, by event loop and dataset (a grpc.aio channel serves the loop it was
+#: made in only); those of loops that have closed are let go on the next call.
+_async_clients: dict[tuple[asyncio.AbstractEventLoop, Optional[str]], AsyncClient] = {}
 
 
 def _from_environment(cls: type[T], dataset: Optional[str]) -> T:
@@ -138,9 +139,14 @@ async def load_neuron_async(
     dataset = None
     if dataset_path is not None:
         dataset = await asyncio.to_thread(_dataset_name, default_client(), dataset_path)
-    key = (id(asyncio.get_running_loop()), dataset)
+    key = (asyncio.get_running_loop(), dataset)
     client = _async_clients.get(key)
     if client is None:
+        # A script that calls asyncio.run once per batch would otherwise keep a client (and
+        # its channel) for every loop it ever ran; a closed loop's channel cannot be closed
+        # from here, only dropped.
+        for ended in [k for k in _async_clients if k[0].is_closed()]:
+            del _async_clients[ended]
         client = _async_clients[key] = _from_environment(AsyncClient, dataset)
     return await client.load_neuron(layer_index, neuron_index)
 

@@ -256,6 +256,25 @@ def test_load_neuron_async_uses_the_environment(
     assert second.neuron_id.neuron_index == 3
 
 
+def test_load_neuron_async_works_in_one_event_loop_after_another(
+    web_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script that calls asyncio.run once per batch gets a working client in each loop, and
+    the clients of loops that have ended are let go rather than kept for the process's life."""
+    import asyncio
+
+    monkeypatch.setenv("ACTIVATIONS_SERVER", web_server)
+    monkeypatch.setattr(neuron_activations, "_clients", {})
+    monkeypatch.setattr(neuron_activations, "_async_clients", {})
+    indices = []
+    for _ in range(6):
+        record = asyncio.run(neuron_activations.load_neuron_async(1, 1))
+        indices.append(record.neuron_id.neuron_index)
+    assert indices == [1] * 6
+    # The last loop's client is the only one left.
+    assert len(neuron_activations._async_clients) == 1
+
+
 def test_a_token_is_sent_and_a_missing_one_is_unauthenticated(dataset_dir: Any) -> None:
     from .conftest import ServerProcess
 
