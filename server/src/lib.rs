@@ -28,7 +28,8 @@
 //!   [`integrity`]: bodies checked against the checksums their stores give.
 //! - [`routes`]: which service a call's path names (health and reflection are treated apart).
 //! - [`limits`]: load shedding, deadlines, message sizes and the idle bound (`idle`), a tower
-//!   layer over every call; [`shutdown`]: the draining shutdown; both end streams through
+//!   layer over every call, which also applies [`compression`]'s rule (a response is compressed
+//!   only as its request was); [`shutdown`]: the draining shutdown; both end streams through
 //!   `call_body`. `handshake` cuts off connections that never finish opening.
 //! - [`server`]: [`serve`]`(listener, config, shutdown)`, the one way to run a server (main,
 //!   tests, benchmarks), and the [`Ready`] line the binary prints once it accepts calls.
@@ -42,6 +43,7 @@
 
 pub mod bulk;
 mod call_body;
+pub mod compression;
 pub mod config;
 pub mod dataset;
 pub mod datasets;

@@ -19,6 +19,8 @@
 //! - **Message sizes.** tonic answers a request above [`Limits::max_request_bytes`] with
 //!   `OUT_OF_RANGE`; this layer turns that into `RESOURCE_EXHAUSTED` (the code the gRPC spec
 //!   gives an oversized message) naming the limit.
+//! - **Response compression.** Only as the request was compressed
+//!   ([`crate::compression::respond_as_requested`]), whatever else the client accepts.
 
 use std::{
     sync::{Arc, atomic::AtomicI64},
@@ -213,7 +215,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        crate::compression::respond_as_requested(request.headers_mut());
         // The clone that was polled ready serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

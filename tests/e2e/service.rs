@@ -339,7 +339,7 @@ async fn bad_requests_get_actionable_statuses() {
 }
 
 #[tokio::test]
-async fn gzip_and_zstd_carry_the_same_records() {
+async fn a_response_is_compressed_as_its_request_was_and_carries_the_same_records() {
     let server = serve_bundled().await;
     let request = || pb::GetNeuronRecordRequest {
         dataset: String::new(),
@@ -371,6 +371,16 @@ async fn gzip_and_zstd_carry_the_same_records() {
         );
         assert_eq!(response.into_inner(), expected);
     }
+    // A client that accepts compression without compressing its request, as every grpcio
+    // client does, gets the message as it is.
+    let mut accepting = ActivationServiceClient::connect(server.url())
+        .await
+        .unwrap()
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd);
+    let response = accepting.get_neuron_record(request()).await.unwrap();
+    assert_eq!(response.metadata().get("grpc-encoding"), None);
+    assert_eq!(response.into_inner(), expected);
     server.stop().await;
 }
 
