@@ -145,8 +145,10 @@ async def load_neuron_async(
         # A script that calls asyncio.run once per batch would otherwise keep a client (and
         # its channel) for every loop it ever ran; a closed loop's channel cannot be closed
         # from here, only dropped.
-        for ended in [k for k in _async_clients if k[0].is_closed()]:
-            del _async_clients[ended]
+        # (A snapshot of the keys: loops in other threads may add theirs meanwhile.)
+        for ended in list(_async_clients):
+            if ended[0].is_closed():
+                _async_clients.pop(ended, None)
         client = _async_clients[key] = _from_environment(AsyncClient, dataset)
     return await client.load_neuron(layer_index, neuron_index)
 
