@@ -188,7 +188,7 @@ impl HttpBody for CallBody {
                     .trailers_ref()
                     .filter(|trailers| {
                         trailers
-                            .get("grpc-status")
+                            .get(&crate::grpc_headers::GRPC_STATUS)
                             .is_some_and(|code| code.as_bytes() != b"0")
                     })
                     .and_then(Status::from_header_map);

@@ -11,15 +11,17 @@
 
 use http::{HeaderMap, HeaderValue};
 
+use crate::grpc_headers::{GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
+
 /// Leaves in `headers` only the response encoding this rule allows: the request's encoding if it
 /// was compressed, else none (tonic then sends the response uncompressed).
 pub fn respond_as_requested(headers: &mut HeaderMap) {
-    match headers.get("grpc-encoding").cloned() {
+    match headers.get(&GRPC_ENCODING).cloned() {
         Some(encoding) if encoding != HeaderValue::from_static("identity") => {
-            headers.insert("grpc-accept-encoding", encoding);
+            headers.insert(GRPC_ACCEPT_ENCODING.clone(), encoding);
         }
         _ => {
-            headers.remove("grpc-accept-encoding");
+            headers.remove(&GRPC_ACCEPT_ENCODING);
         }
     }
 }

@@ -48,6 +48,7 @@ pub mod config;
 pub mod dataset;
 pub mod datasets;
 pub mod error;
+mod grpc_headers;
 mod handshake;
 mod idle;
 pub mod integrity;

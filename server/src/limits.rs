@@ -223,7 +223,7 @@ where
         let limits = self.layer.limits;
         let timeout = request
             .headers()
-            .get("grpc-timeout")
+            .get(&crate::grpc_headers::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let slot = if Route::of(request.uri().path()).is_infrastructure() {

@@ -191,7 +191,7 @@ pub fn log_failure(code: Code, failure: &Failure) {
 /// The gRPC status code in `headers` (`grpc-status`), if they carry one. A value that is not a
 /// code is `UNKNOWN`, as gRPC clients read it.
 pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?;
+    let value = headers.get(&crate::grpc_headers::GRPC_STATUS)?;
     Some(
         value
             .to_str()
@@ -205,10 +205,7 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// set (see [`Route::labels`]).
 fn rpc_of(path: &str) -> RpcLabels {
     let (service, rpc) = Route::labels(path);
-    RpcLabels {
-        service: service.to_string(),
-        rpc: rpc.to_string(),
-    }
+    RpcLabels { service, rpc }
 }
 
 /// Observes every call of the service it wraps; see the [module](self).
@@ -393,7 +390,7 @@ struct Call {
 impl Call {
     fn start(path: &str, metrics: Option<Metrics>) -> Call {
         let labels = rpc_of(path);
-        let span = call_span(&labels.rpc);
+        let span = call_span(labels.rpc);
         if let Some(metrics) = &metrics {
             metrics.call_started();
         }

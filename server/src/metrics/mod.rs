@@ -84,19 +84,20 @@ pub(crate) struct SlotMetrics {
     pub(crate) idle_ended: Counter,
 }
 
-/// Labels of a call: the gRPC service and method.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+/// Labels of a call: the gRPC service and method, from the server's fixed set
+/// ([`crate::routes::Route::labels`]), so that recording a call allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RpcLabels {
     /// The fully qualified service, e.g. `neuron_explainer.activations.v1.ActivationService`.
-    pub service: String,
+    pub service: &'static str,
     /// The method, e.g. `StreamActivationRecords`.
-    pub rpc: String,
+    pub rpc: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RpcCodeLabels {
-    service: String,
-    rpc: String,
+    service: &'static str,
+    rpc: &'static str,
     code: &'static str,
 }
 
@@ -231,8 +232,8 @@ impl Metrics {
         inner
             .rpc_requests
             .get_or_create(&RpcCodeLabels {
-                service: labels.service.clone(),
-                rpc: labels.rpc.clone(),
+                service: labels.service,
+                rpc: labels.rpc,
                 code,
             })
             .inc();
@@ -245,29 +246,26 @@ impl Metrics {
         }
     }
 
-    /// Counts `records` put into a response stream of `ActivationService/{rpc}`.
-    fn records_streamed(&self, rpc: &str, records: u64) {
-        self.inner
-            .records_streamed
-            .get_or_create(&RpcLabels {
-                service: activations_proto::SERVICE_NAME.to_string(),
-                rpc: rpc.to_string(),
-            })
-            .inc_by(records);
-    }
-
     /// `stream`, counting the records of each message (`records` of it) into
-    /// `activations_records_streamed_total` as the message is produced.
+    /// `activations_records_streamed_total` for `ActivationService/{rpc}` as the message is
+    /// produced. The series is looked up once, not per message.
     pub fn count_records<T, E>(
         &self,
         stream: impl Stream<Item = Result<T, E>> + Send + 'static,
         rpc: &'static str,
         records: impl Fn(&T) -> usize + Send + 'static,
     ) -> impl Stream<Item = Result<T, E>> + Send + 'static {
-        let metrics = self.clone();
+        let counter = self
+            .inner
+            .records_streamed
+            .get_or_create(&RpcLabels {
+                service: activations_proto::SERVICE_NAME,
+                rpc,
+            })
+            .clone();
         stream.inspect(move |item| {
             if let Ok(message) = item {
-                metrics.records_streamed(rpc, records(message) as u64);
+                counter.inc_by(records(message) as u64);
             }
         })
     }
