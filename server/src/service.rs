@@ -171,17 +171,13 @@ impl ActivationService for ActivationsService {
             }
         })?;
         tracing::debug!(dataset = %dataset.name, neuron = %key, %split, records = plan.len(), "streaming split");
-        let records = plan.entries().map(move |(source, index)| {
-            Ok((
-                splits::split_record(&record, source, index),
-                (source, index),
-            ))
-        });
-        let records = within_limit(
-            futures::stream::iter(records),
-            self.max_response_bytes,
-            move |(source, index)| format!("record {index} of the {source} records of {key}"),
-        );
+        let records = SplitRecords {
+            record,
+            key,
+            entries: plan.entries(),
+            limit: self.max_response_bytes,
+            ended: false,
+        };
         Ok(Response::new(match &self.metrics {
             Some(metrics) => {
                 Box::pin(metrics.count_records(records, "StreamActivationRecords", |_| 1))
@@ -330,6 +326,58 @@ impl ActivationService for ActivationsService {
             })
             .collect();
         Ok(Response::new(wire::ListDatasetsResponse { datasets }))
+    }
+}
+
+/// The records of one split of `record`, each made when the client asks for it, refused (and
+/// the stream ended) if above `limit` bytes: one stream, not a chain of adapters, since a warm
+/// call is mostly this stream's polling (the adapters cost 2,000 instructions a call more).
+struct SplitRecords<I> {
+    record: Arc<wire::NeuronRecord>,
+    key: NeuronKey,
+    entries: I,
+    limit: usize,
+    ended: bool,
+}
+
+impl<I: Iterator<Item = (splits::Source, usize)> + Unpin> Stream for SplitRecords<I> {
+    type Item = Result<wire::SplitActivationRecord, Status>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return std::task::Poll::Ready(None);
+        }
+        let Some((source, index)) = this.entries.next() else {
+            this.ended = true;
+            return std::task::Poll::Ready(None);
+        };
+        let message = splits::split_record(&this.record, source, index);
+        let size = prost::Message::encoded_len(&message);
+        if size > this.limit {
+            // Nothing follows a refused message.
+            this.ended = true;
+            let key = this.key;
+            return std::task::Poll::Ready(Some(Err(Status::from(
+                ServiceError::ResponseTooLarge {
+                    what: format!("record {index} of the {source} records of {key}"),
+                    size,
+                    limit: this.limit,
+                },
+            ))));
+        }
+        std::task::Poll::Ready(Some(Ok(message)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // An entry gives a record or a refusal that ends the stream.
+        match self.ended {
+            true => (0, Some(0)),
+            false => (0, self.entries.size_hint().1),
+        }
     }
 }
 
