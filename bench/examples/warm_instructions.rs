@@ -51,6 +51,9 @@ struct Args {
     /// Callers, each making one call at a time.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Neurons the calls cycle over (the benchmark's warm scenario uses 64).
+    #[arg(long, default_value_t = 64)]
+    hot_neurons: u32,
     /// The dataset `scripts/bench.sh` generates.
     #[arg(long, default_value = "target/bench-data")]
     dataset_dir: PathBuf,
@@ -80,7 +83,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .dataset(DATASET_NAME)
         .connect()
         .await?;
-    let hot: Arc<[_]> = (0..64).map(|i| neuron_id(0, i)).collect();
+    let hot: Arc<[_]> = (0..args.hot_neurons.max(1))
+        .map(|i| neuron_id(0, i))
+        .collect();
     for &id in hot.iter() {
         sdk.activation_records(id, Split::Valid, Some(5)).await?;
     }
